@@ -1,0 +1,1 @@
+"""Fine-tuning, tuning and benchmarking of the project's tasks on Ray Train."""

@@ -1,0 +1,89 @@
+"""What the user sees: a progress bar fed by rank 0 through a Ray queue, and a final table."""
+
+from __future__ import annotations
+
+import threading
+from queue import Empty
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+console = Console(highlight=False)
+
+
+class TrainingProgress:
+    """Shows rank 0's step updates while `fit()` blocks the main thread."""
+
+    def __init__(self, queue, title: str):
+        self.queue = queue
+        self.bar = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+        )
+        self.task_id = self.bar.add_task(title, total=None, info="starting Ray workers")
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.loss = None
+
+    def __enter__(self):
+        self.bar.start()
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join(timeout=5)
+        self._drain()
+        self.bar.stop()
+
+    def _update(self, event: dict) -> None:
+        if event.get("loss") is not None:
+            self.loss = event["loss"]
+        info = f"loss {self.loss:.4f}" if self.loss is not None else ""
+        if event["kind"] == "eval":
+            shown = {k.removeprefix("eval/"): v for k, v in event["metrics"].items()}
+            info = "eval " + " ".join(f"{k} {v:.3f}" for k, v in list(shown.items())[:3])
+        elif event["kind"] == "start" and event["step"]:
+            info = f"resumed at step {event['step']}"
+        self.bar.update(self.task_id, total=event["total"], completed=event["step"], info=info)
+
+    def _drain(self) -> None:
+        try:
+            while True:
+                self._update(self.queue.get_nowait())
+        except Empty:
+            pass
+        except Exception:  # the queue actor is gone once Ray shuts down
+            pass
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                self._update(self.queue.get(timeout=0.5))
+            except Empty:
+                continue
+            except Exception:
+                return
+
+
+def final_table(metrics: dict[str, float]) -> Table:
+    table = Table()
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in metrics.items():
+        table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+    return table

@@ -1,0 +1,376 @@
+"""`train`: resolve and check everything, then run the loop on Ray Train and log the result.
+
+Order matters for "nothing half-written": config, data, model source and the run to continue
+are all checked before the first folder, MLflow run or Ray process is made."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from training import data as datamod
+from training import models, tracking
+from training.config import TrainConfig, build_config, validate
+from training.errors import UserError
+from training.progress import TrainingProgress, console, final_table
+from training.targets import Target
+from training.tasks import TASKS, Task
+
+RUN_RECORD = "run.json"
+
+
+@dataclass
+class RunPlan:
+    cfg: TrainConfig
+    task: Task
+    target: Target
+    run_name: str
+    continuing: bool
+    run_id: str | None  # the MLflow run when continuing
+    splits: datamod.Splits
+    source: models.ModelSource | None  # None: build the smoke model
+
+
+def resolve_config(layers: list[dict], target: Target) -> TrainConfig:
+    """Apply task and profile defaults under the user's layers, then validate the whole."""
+    user: dict = {}
+    for layer in layers:
+        user.update(layer)
+    task_name = str(user.get("task") or "classify")
+    if task_name not in TASKS:
+        build_config([{"task": task_name}])  # raises the unknown-task error
+    profile = str(user.get("profile") or target.default_profile())
+    base = {"task": task_name, "profile": profile}
+    return build_config([TASKS[task_name].defaults.get(profile, {}), base, *layers, base])
+
+
+def _saved_record(target: Target, run_name: str) -> dict | None:
+    record = target.run_folder(run_name) / RUN_RECORD
+    return json.loads(record.read_text()) if record.is_file() else None
+
+
+def plan(cfg: TrainConfig, explicit: dict, target: Target) -> RunPlan:
+    task = TASKS[cfg.task]
+    continuing, run_id = False, None
+    run_name = cfg.run_name
+    if cfg.resume and not run_name:
+        latest = _latest_run_name(target, task)
+        if latest is None:
+            raise UserError(
+                f"RESUME=1: there is no earlier {task.name} run to continue; "
+                f"start one with `make train TASK={task.name}`"
+            )
+        run_name = latest
+    record = _saved_record(target, run_name) if run_name else None
+    if cfg.resume and record is None:
+        raise UserError(
+            f"RESUME=1: run {run_name!r} has no record under {target.state_dir}; "
+            "check RUN_NAME, or start a new run without RESUME"
+        )
+    if record is not None and record.get("finished"):
+        raise UserError(
+            f"run {run_name!r} already finished; pick a new RUN_NAME or drop it "
+            "to start a fresh run"
+        )
+    if record is not None:
+        # Continue with the run's own settings; only what the user set now overrides them.
+        saved = {k: v for k, v in record["config"].items() if k in TrainConfig.field_names()}
+        overrides = {k: v for k, v in explicit.items() if k not in ("resume", "run_name")}
+        cfg = build_config([saved, overrides, {"run_name": run_name, "resume": True}])
+        continuing, run_id = True, record["run_id"]
+        console.print(f"continuing run [bold]{run_name}[/] from its latest checkpoint")
+    if not run_name:
+        run_name = f"{task.name}-{cfg.profile}-{time.strftime('%Y%m%d-%H%M%S')}"
+    cfg.run_name = run_name
+    validate(cfg)
+
+    splits = datamod.prepare(task, cfg)
+    if (
+        record is not None
+        and splits.manifest["train"]["sha256"] != record["manifest"]["train"]["sha256"]
+    ):
+        raise UserError(
+            f"the data of run {run_name!r} changed since it started (train hash "
+            "differs); continue it with its own data or start a new run"
+        )
+    source = models.resolve(task, cfg)
+    if record is not None:
+        source = models.ModelSource(**record["source"])
+    _check_batches(cfg, len(splits.train))
+    if target.embedded:
+        import torch
+
+        _check_precision(cfg, torch.cuda.is_available())
+    return RunPlan(cfg, task, target, run_name, continuing, run_id, splits, source)
+
+
+def _latest_run_name(target: Target, task: Task) -> str | None:
+    runs = target.state_dir / "runs"
+    records = [p for p in runs.glob(f"*/{RUN_RECORD}")] if runs.is_dir() else []
+    mine = [p for p in records if json.loads(p.read_text())["config"]["task"] == task.name]
+    return max(mine, key=lambda p: p.stat().st_mtime).parent.name if mine else None
+
+
+def _check_batches(cfg: TrainConfig, rows: int) -> None:
+    per_worker = rows // cfg.workers
+    batches = per_worker // cfg.per_device_train_batch_size
+    if batches < cfg.gradient_accumulation_steps:
+        raise UserError(
+            f"{rows} training rows give {batches} batches per worker per epoch, fewer than "
+            f"gradient_accumulation_steps={cfg.gradient_accumulation_steps}; lower "
+            "per_device_train_batch_size, gradient_accumulation_steps or WORKERS, or add data"
+        )
+
+
+def _check_precision(cfg: TrainConfig, use_gpu: bool) -> None:
+    if cfg.precision == "fp16" and not use_gpu:
+        raise UserError("precision=fp16 needs a GPU; on CPU use precision=fp32 or bf16")
+
+
+def _start_mlflow_run(p: RunPlan, experiment_id: str) -> str:
+    import mlflow
+
+    mlflow_client = tracking.client(p.target.tracking_uri)
+    run = mlflow_client.create_run(
+        experiment_id,
+        run_name=p.run_name,
+        tags={
+            "task": p.task.name,
+            "profile": p.cfg.profile,
+            "strategy": p.cfg.strategy,
+            "workers": str(p.cfg.workers),
+            "git_commit": tracking.git_commit(),
+            "model_source": p.source.describe() if p.source else "tiny model built (smoke)",
+            "data_source": p.splits.source,
+        },
+    )
+    run_id = run.info.run_id
+    mlflow.set_tracking_uri(p.target.tracking_uri)
+    with mlflow.start_run(run_id=run_id):
+        mlflow.log_params({k: str(v) for k, v in p.cfg.to_dict().items()})
+        target = p.task.target_column
+        for context, frame in (("training", p.splits.train), ("validation", p.splits.validation)):
+            dataset = mlflow.data.from_pandas(
+                frame,
+                name=f"{p.task.name}-{context}",
+                targets=target,
+                digest=p.splits.manifest["train" if context == "training" else "validation"][
+                    "sha256"
+                ][:16],
+            )
+            mlflow.log_input(dataset, context=context)
+        mlflow.log_dict(p.splits.manifest, "data/manifest.json")
+    return run_id
+
+
+def _write_record(p: RunPlan, run_id: str, source: models.ModelSource) -> None:
+    folder = p.target.run_folder(p.run_name)
+    folder.mkdir(parents=True, exist_ok=True)
+    record = {
+        "config": p.cfg.to_dict(),
+        "run_id": run_id,
+        "manifest": p.splits.manifest,
+        "source": {"location": source.location, "kind": source.kind},
+        "labels": p.splits.label_names,
+    }
+    tmp = folder / (RUN_RECORD + ".tmp")
+    tmp.write_text(json.dumps(record, indent=2))
+    tmp.replace(folder / RUN_RECORD)
+
+
+def _mark_finished(folder: Path) -> None:
+    record = json.loads((folder / RUN_RECORD).read_text())
+    record["finished"] = True
+    (folder / RUN_RECORD).write_text(json.dumps(record, indent=2))
+
+
+def _log_model(p: RunPlan, run_id: str, model_dir: Path) -> str:
+    import mlflow
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    from training import serving
+
+    task = p.task
+    meta = {
+        "kind": task.kind,
+        "text_column": task.text_column,
+        "max_seq_length": p.cfg.max_seq_length or task.max_seq_length,
+    }
+    if task.kind == "seq2seq":
+        meta["generation"] = task.generation_kwargs(p.cfg)
+        outputs = Schema([ColSpec("string", "summary")])
+    else:
+        outputs = Schema([ColSpec("string", "label"), ColSpec("double", "score")])
+    meta_file = model_dir.parent / "task.json"
+    meta_file.write_text(json.dumps(meta))
+    name = p.cfg.registered_model_name or task.name
+    import torch
+    import transformers
+
+    mlflow.set_tracking_uri(p.target.tracking_uri)
+    with mlflow.start_run(run_id=run_id), warnings.catch_warnings():
+        warnings.simplefilter(
+            "ignore"
+        )  # MLflow asks for predict() type hints; a signature is given
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=serving.__file__,
+            artifacts={"hf_model": str(model_dir), "task": str(meta_file)},
+            signature=ModelSignature(Schema([ColSpec("string", task.text_column)]), outputs),
+            pip_requirements=[
+                f"torch=={torch.__version__.split('+')[0]}",
+                f"transformers=={transformers.__version__}",
+                f"mlflow=={mlflow.__version__}",
+                "pandas",
+            ],
+            registered_model_name=name,
+        )
+    return f"{name} version {info.registered_model_version}"
+
+
+def run(p: RunPlan) -> dict:
+    """Start (or continue) the run; returns its final metrics."""
+    import ray
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+    from ray.train.v2.api.config import LoggingConfig
+    from ray.util.queue import Queue
+
+    from training.loop import train_loop_per_worker, worker_environment
+
+    target, cfg, task = p.target, p.cfg, p.task
+    experiment_id = tracking.experiment_id(target.tracking_uri, task.name, target.artifact_root)
+
+    # The embedded cluster: token auth would be switched on silently by a stray
+    # ~/.ray/auth_token (ENVIRONMENT.md), so the mode is always set explicitly.
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    cores = os.cpu_count() or 1
+    # Workers talk to the user through the progress queue and raised errors; their own logs
+    # stay in Ray's session folder instead of interleaving with the progress bar.
+    ray.init(
+        num_cpus=max(cores, cfg.workers),
+        include_dashboard=False,
+        log_to_driver=False,
+        logging_level="ERROR",
+        logging_config=ray.LoggingConfig(log_level="ERROR"),
+        runtime_env={
+            "env_vars": {
+                **worker_environment(),
+                **tracking.environment_for_workers(target.tracking_uri),
+                "RAY_AUTH_MODE": "disabled",
+            }
+        },
+    )
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    if 0 < gpus < cfg.workers:
+        raise UserError(
+            f"WORKERS={cfg.workers} needs {cfg.workers} GPUs (one per worker); this "
+            f"machine has {gpus}: set WORKERS={gpus} or fewer"
+        )
+    use_gpu = gpus > 0
+
+    folder = target.run_folder(p.run_name)
+    new_folder = not folder.exists()
+    run_id = p.run_id
+    try:
+        source = p.source
+        if source is None:
+            texts = p.splits.train[task.text_column].tolist()
+            if task.kind == "seq2seq":
+                texts += p.splits.train[task.target_column].tolist()
+            source = models.build_tiny(
+                task, texts, cfg.seed, p.splits.label_names, folder / "base_model"
+            )
+        if run_id is None:
+            run_id = _start_mlflow_run(p, experiment_id)
+            _write_record(p, run_id, source)
+    except BaseException:
+        if new_folder:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+    url = target.run_url(experiment_id, run_id)
+    console.print(
+        f"[bold]{task.name}[/] run [bold]{p.run_name}[/] · profile {cfg.profile} · "
+        f"{cfg.workers} worker(s), {cfg.strategy}, "
+        f"{'GPU' if use_gpu else 'CPU'} · {source.describe()}"
+    )
+    console.print(f"MLflow run {run_id}: {url}")
+
+    queue = Queue(actor_options={"num_cpus": 0})
+    per_worker = (
+        {"GPU": 1, "CPU": max(1, cores // cfg.workers)}
+        if use_gpu
+        else {"CPU": max(1, cores // cfg.workers)}
+    )
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={
+            "cfg": cfg.to_dict(),
+            "labels": p.splits.label_names,
+            "source": {"location": source.location, "kind": source.kind},
+            "data": ray.put({"train": p.splits.train, "validation": p.splits.validation}),
+            "tracking_uri": target.tracking_uri,
+            "run_id": run_id,
+            "progress": queue,
+        },
+        scaling_config=ScalingConfig(
+            num_workers=cfg.workers, use_gpu=use_gpu, resources_per_worker=per_worker
+        ),
+        run_config=RunConfig(
+            name=p.run_name,
+            storage_path=target.runs_root,
+            checkpoint_config=CheckpointConfig(num_to_keep=cfg.save_total_limit),
+            failure_config=FailureConfig(max_failures=0),
+            logging_config=LoggingConfig(log_level="WARNING"),
+        ),
+    )
+    mlflow_client = tracking.client(target.tracking_uri)
+    mlflow_client.update_run(run_id, status="RUNNING")
+    try:
+        with TrainingProgress(queue, f"{task.name} {cfg.profile}"):
+            result = trainer.fit()
+    except KeyboardInterrupt:
+        mlflow_client.set_terminated(run_id, status="KILLED")
+        console.print(
+            f"stopped. Checkpoints are kept; continue with `make train "
+            f"TASK={task.name} RUN_NAME={p.run_name}` (or RESUME=1)"
+        )
+        raise
+    except Exception as exc:
+        mlflow_client.set_terminated(run_id, status="FAILED")
+        raise UserError(
+            f"training failed: {_root_cause(exc)}; checkpoints are kept, fix the "
+            f"cause and continue with RUN_NAME={p.run_name}"
+        ) from None
+
+    model_dir = Path(result.checkpoint.path) / "model"
+    if not model_dir.is_dir():
+        raise UserError(
+            f"run {p.run_name} holds no final model; it may have finished in an "
+            "earlier session: see its MLflow run"
+        )
+    registered = _log_model(p, run_id, model_dir)
+    mlflow_client.set_terminated(run_id, status="FINISHED")
+    _mark_finished(folder)
+    metrics = {k: v for k, v in result.metrics.items() if k.startswith("eval/")}
+    metrics["step"] = result.metrics.get("step")
+    console.print(final_table(metrics))
+    console.print(f"model registered as [bold]{registered}[/]; MLflow run: {url}")
+    if target.embedded:
+        console.print("view runs with `make ui` (MLflow UI on http://127.0.0.1:5000)")
+    return metrics
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The innermost error of a Ray failure, in one line."""
+    seen = exc
+    while seen.__cause__ is not None or getattr(seen, "cause", None) is not None:
+        seen = seen.__cause__ or seen.cause
+    text = str(seen).strip().splitlines()
+    return f"{type(seen).__name__}: {text[-1] if text else ''}"

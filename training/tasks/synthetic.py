@@ -1,0 +1,91 @@
+"""Word lists and a sentence maker for the seeded synthetic data of the `smoke` profile."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+FILLER = [
+    "the",
+    "a",
+    "an",
+    "of",
+    "in",
+    "on",
+    "for",
+    "with",
+    "to",
+    "from",
+    "by",
+    "at",
+    "as",
+    "and",
+    "but",
+    "this",
+    "that",
+    "new",
+    "after",
+    "before",
+    "over",
+    "says",
+    "said",
+    "report",
+    "today",
+    "week",
+    "year",
+    "people",
+    "first",
+    "last",
+    "more",
+    "most",
+    "could",
+    "would",
+    "will",
+    "has",
+    "have",
+    "was",
+    "were",
+    "is",
+    "are",
+    "been",
+    "it",
+    "its",
+    "their",
+    "his",
+    "her",
+    "they",
+    "we",
+    "about",
+    "into",
+    "than",
+    "also",
+    "while",
+    "during",
+]
+
+POLITICS = [
+    "senate",
+    "congress",
+    "governor",
+    "campaign",
+    "voters",
+    "policy",
+    "lawmakers",
+    "white-house",
+    "democrats",
+    "republicans",
+    "candidate",
+    "bill",
+    "vote",
+    "debate",
+    "administration",
+    "court",
+    "justice",
+    "tax",
+    "healthcare",
+]
+
+
+def sentence(rng: random.Random, pick: Callable[[], str], low: int, high: int) -> str:
+    words = [pick() for _ in range(rng.randint(low, high))]
+    return " ".join(words).capitalize() + "."

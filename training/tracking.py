@@ -1,0 +1,124 @@
+"""MLflow: the run, its params and tags, metrics written exactly once, the model.
+
+Metrics are buffered by rank 0 and written to MLflow right after each checkpoint is saved; the
+unwritten buffer travels inside the checkpoint. A run resumed from a checkpoint writes only
+the points MLflow does not hold yet, so its history has neither gaps nor repeats."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+from training.errors import UserError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def client(tracking_uri: str):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    if out.returncode != 0:
+        return "unknown"
+    return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def experiment_id(tracking_uri: str, name: str, artifact_root: str | None = None) -> str:
+    """The task's experiment, made on first use (artifacts under `artifact_root` if given)."""
+    mlflow_client = client(tracking_uri)
+    try:
+        experiment = mlflow_client.get_experiment_by_name(name)
+        if experiment is not None:
+            return experiment.experiment_id
+        location = f"{artifact_root}/{name}" if artifact_root else None
+        return mlflow_client.create_experiment(name, artifact_location=location)
+    except Exception as exc:  # network, auth, bad URI
+        raise UserError(
+            f"cannot reach MLflow at {tracking_uri} ({str(exc).splitlines()[0]}); "
+            "check that the tracking server is up (make status)"
+        ) from None
+
+
+def find_run(tracking_uri: str, experiment: str, run_name: str):
+    runs = client(tracking_uri).search_runs(
+        [experiment],
+        filter_string=f"tags.`mlflow.runName` = '{run_name}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return runs[0] if runs else None
+
+
+def latest_run(tracking_uri: str, experiment: str):
+    runs = client(tracking_uri).search_runs(
+        [experiment], order_by=["attributes.start_time DESC"], max_results=1
+    )
+    return runs[0] if runs else None
+
+
+class MetricBuffer:
+    """Rank 0's metric points since the last checkpoint."""
+
+    def __init__(self, tracking_uri: str, run_id: str, pending: list | None = None):
+        self.tracking_uri = tracking_uri
+        self.run_id = run_id
+        self.pending: list[tuple[str, float, int, int]] = [tuple(p) for p in pending or []]
+
+    def add(self, metrics: dict[str, float], step: int) -> None:
+        stamp = int(time.time() * 1000)
+        self.pending.extend((key, float(value), stamp, step) for key, value in metrics.items())
+
+    def flush(self) -> None:
+        """Write pending points that MLflow does not hold yet (safe to call again)."""
+        if not self.pending:
+            return
+        from mlflow.entities import Metric
+
+        mlflow_client = client(self.tracking_uri)
+        last_step: dict[str, int] = {}
+        for key in {p[0] for p in self.pending}:
+            history = mlflow_client.get_metric_history(self.run_id, key)
+            last_step[key] = max((m.step for m in history), default=-1)
+        fresh = [Metric(k, v, t, s) for k, v, t, s in self.pending if s > last_step[k]]
+        for start in range(0, len(fresh), 1000):  # MLflow's batch limit
+            mlflow_client.log_batch(self.run_id, metrics=fresh[start : start + 1000])
+        self.pending = []
+
+
+def environment_for_workers(tracking_uri: str) -> dict[str, str]:
+    """What a worker needs to reach the tracking server (credentials stay in env, not config)."""
+    env = {"MLFLOW_TRACKING_URI": tracking_uri}
+    for key in (
+        "MLFLOW_TRACKING_USERNAME",
+        "MLFLOW_TRACKING_PASSWORD",
+        "MLFLOW_S3_ENDPOINT_URL",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+    ):
+        if os.environ.get(key):
+            env[key] = os.environ[key]
+    return env
