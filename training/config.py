@@ -143,7 +143,7 @@ def parse_assignments(args: list[str]) -> dict[str, str]:
         key, sep, value = arg.removeprefix("--").partition("=")
         if not sep:
             raise UserError(f"argument {arg!r} is not key=value (e.g. learning_rate=3e-5)")
-        found[key.strip().replace("-", "_")] = value
+        found[key.strip().replace("-", "_").lower()] = value
     _check_known(found, "the command line")
     return found
 

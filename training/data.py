@@ -57,15 +57,21 @@ def read_file(path: str) -> pd.DataFrame:
         raise UserError(f"DATA={path}: no such file; check the path")
     try:
         if kind == "csv":
-            return pd.read_csv(file)
-        if kind == "jsonl":
-            return pd.read_json(file, lines=True)
-        return pd.read_parquet(file)
+            frame = pd.read_csv(file)
+        elif kind == "jsonl":
+            frame = pd.read_json(file, lines=True)
+        else:
+            frame = pd.read_parquet(file)
+    except pd.errors.EmptyDataError:
+        frame = pd.DataFrame()
     except Exception as exc:  # pandas raises many kinds for a malformed file
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(
             f"DATA={path} could not be read as {kind} ({first}); fix the file"
         ) from None
+    if frame.empty:
+        raise UserError(f"DATA={path} holds no rows; give it at least a few examples")
+    return frame
 
 
 def _find_column(
