@@ -7,6 +7,7 @@ upper-case environment variables (make variables: TASK=, PROFILE=, LEARNING_RATE
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import warnings
@@ -22,27 +23,57 @@ def _quiet() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # not its database set-up chatter
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=UserWarning)
 
 
 def cmd_train(assignments: list[str]) -> int:
-    from training import config, runner, targets
+    from training import runner, targets
 
-    explicit: dict = {}
-    file_settings = {}
-    if os.environ.get("CONFIG"):
-        file_settings = config.read_config_file(os.environ["CONFIG"])
-    env_settings = config.read_environment()
-    cli_settings = config.parse_assignments(assignments)
-    for layer in (file_settings, env_settings, cli_settings):
-        explicit.update(layer)
+    layers = _user_layers(assignments)
+    explicit = {k: v for layer in layers for k, v in layer.items()}
     target = targets.resolve()
-    cfg = runner.resolve_config([file_settings, env_settings, cli_settings], target)
+    cfg = runner.resolve_config(layers, target)
     chosen = "PROFILE" if explicit.get("profile") else f"default for target {target.name}"
     print(f"profile: {cfg.profile} ({chosen}; PROFILE=smoke|local|full to change)")
     plan = runner.plan(cfg, explicit, target)
     runner.run(plan)
+    return 0
+
+
+def _user_layers(assignments: list[str]) -> list[dict]:
+    """Settings the user gave, lowest precedence first: CONFIG file, environment, arguments."""
+    from training import config
+
+    file_settings = {}
+    if os.environ.get("CONFIG"):
+        file_settings = config.read_config_file(os.environ["CONFIG"])
+    return [file_settings, config.read_environment(), config.parse_assignments(assignments)]
+
+
+def cmd_bench(assignments: list[str]) -> int:
+    import tempfile
+    from pathlib import Path
+
+    from training import bench, data, models, runner, targets
+    from training.tasks import TASKS
+
+    target = targets.resolve()
+    # A small evaluation keeps each cell short; the metric is a snapshot after a few steps.
+    cfg = runner.resolve_config([{"max_eval_samples": 128}, *_user_layers(assignments)], target)
+    bench.environment_axes(capacity=os.cpu_count() or 1)  # bad axes fail before any work
+    print(f"profile: {cfg.profile}")
+    task = TASKS[cfg.task]
+    splits = data.prepare(task, cfg)
+    source = models.resolve(task, cfg)
+    target.state_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.state_dir, prefix="bench-model-") as tmp:
+        if source is None:
+            source = models.build_smoke(
+                task, splits.train, cfg.seed, splits.label_names, Path(tmp), cfg.smoke_model
+            )
+        bench.run(cfg, target, splits, source)
     return 0
 
 
@@ -91,11 +122,15 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("settings", nargs="*", metavar="key=value")
     sub.add_parser("settings", help="list every setting, its make variable and default")
     sub.add_parser("ui", help="MLflow UI over the embedded store")
+    bench_cmd = sub.add_parser("bench", help="DDP vs FSDP x workers x batch size, with a report")
+    bench_cmd.add_argument("settings", nargs="*", metavar="key=value")
     args = parser.parse_args(argv)
     _quiet()
     try:
         if args.command == "train":
             return cmd_train(args.settings)
+        if args.command == "bench":
+            return cmd_bench(args.settings)
         if args.command == "ui":
             return cmd_ui()
         return cmd_settings()

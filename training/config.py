@@ -35,6 +35,7 @@ class TrainConfig:
     max_train_samples: int = 0  # 0 = all (profiles set their own)
     max_eval_samples: int = 0
     max_seq_length: int = 0  # 0 = the task's default
+    smoke_model: str = "tiny"  # smoke's model: "tiny", or "seed": the seed model's real size
     # run identity
     run_name: str = ""  # "" = <task>-<profile>-<timestamp>; an existing name continues that run
     resume: bool = False  # continue the latest run of this task from its last checkpoint
@@ -180,6 +181,7 @@ def validate(cfg: TrainConfig) -> None:
         cfg.strategy in STRATEGIES,
         f"unknown STRATEGY {cfg.strategy!r}; choose one of: {', '.join(STRATEGIES)}",
     )
+    _require(cfg.smoke_model in ("tiny", "seed"), "smoke_model must be tiny or seed")
     _require(cfg.optim in OPTIMIZERS, f"optim must be one of {', '.join(OPTIMIZERS)}")
     _require(cfg.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}")
     _require(0 < cfg.learning_rate < 1, f"learning_rate must be in (0, 1), got {cfg.learning_rate}")

@@ -12,6 +12,7 @@ import math
 import os
 import random
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from training import checkpoints, strategies, tracking
 from training.config import TrainConfig
 from training.models import ModelSource, load
-from training.tasks import TASKS
+from training.tasks import TASKS, Task
 
 
 def seed_everything(seed: int) -> None:
@@ -132,39 +133,75 @@ def evaluate(task, model, items, cfg, tokenizer, device, autocast, rank, world) 
     }
 
 
-def train_loop_per_worker(config: dict) -> None:
+@dataclass
+class Worker:
+    """What every rank builds before its first step (shared by training and the benchmark)."""
+
+    cfg: TrainConfig
+    task: Task
+    rank: int
+    world: int
+    device: torch.device
+    precision: str
+    tokenizer: object
+    model: torch.nn.Module  # wrapped for the strategy
+    train_items: list
+    eval_items: list
+    scaler: torch.amp.GradScaler
+    use_autocast: bool
+
+    def autocast(self):
+        if not self.use_autocast:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=DTYPES[self.precision])
+
+
+def setup_worker(config: dict, rank: int, world: int, device: torch.device) -> Worker:
     cfg = TrainConfig(**config["cfg"])
     task = TASKS[cfg.task]
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    device = ray.train.torch.get_device()
     seed_everything(cfg.seed)
     precision = resolve_precision(cfg.precision, device)
     dtype = DTYPES[precision]
 
     tokenizer, model = load(task, ModelSource(**config["source"]), config["labels"])
-    frames = ray.get(config["data"])
+    frames = (
+        ray.get(config["data"]) if isinstance(config["data"], ray.ObjectRef) else config["data"]
+    )
     max_len = cfg.max_seq_length or task.max_seq_length
     if task.kind == "classification":
-        label2id = {name: i for i, name in enumerate(config["labels"])}
-        train_items = task.encode(frames["train"], tokenizer, max_len, label2id)
-        eval_items = task.encode(frames["validation"], tokenizer, max_len, label2id)
+        extra = {name: i for i, name in enumerate(config["labels"])}
     else:
-        target_len = cfg.max_length or task.max_target_length
-        train_items = task.encode(frames["train"], tokenizer, max_len, target_len)
-        eval_items = task.encode(frames["validation"], tokenizer, max_len, target_len)
+        extra = cfg.max_length or task.max_target_length
+    train_items = task.encode(frames["train"], tokenizer, max_len, extra)
+    eval_items = task.encode(frames["validation"], tokenizer, max_len, extra)
 
     # FSDP casts through its mixed-precision policy; DDP and single workers use autocast.
     fsdp_dtype = dtype if cfg.strategy == "fsdp" else None
     model = strategies.wrap(model, cfg.strategy, device, fsdp_dtype)
-    use_autocast = dtype is not None and cfg.strategy != "fsdp"
-
-    def autocast():
-        if not use_autocast:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=device.type, dtype=dtype)
-
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    return Worker(
+        cfg,
+        task,
+        rank,
+        world,
+        device,
+        precision,
+        tokenizer,
+        model,
+        train_items,
+        eval_items,
+        scaler,
+        use_autocast=dtype is not None and cfg.strategy != "fsdp",
+    )
+
+
+def train_loop_per_worker(config: dict) -> None:
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+    w = setup_worker(config, rank, world, device)
+    cfg, task, model, tokenizer = w.cfg, w.task, w.model, w.tokenizer
+    train_items, eval_items, scaler, autocast = w.train_items, w.eval_items, w.scaler, w.autocast
 
     sampler = ResumableSampler(
         train_items, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed, drop_last=True

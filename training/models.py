@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 import torch
 
 from training.config import TrainConfig
@@ -27,7 +28,7 @@ class ModelSource:
         return {
             "hub": f"hub model {self.location}",
             "folder": f"local model {self.location}",
-            "built": "tiny model built from config (smoke)",
+            "built": "model built from config (smoke)",
         }[self.kind]
 
 
@@ -50,11 +51,16 @@ def resolve(task: Task, cfg: TrainConfig) -> ModelSource | None:
     return ModelSource(task.hub_model, "hub")
 
 
-def build_tiny(
-    task: Task, texts: list[str], seed: int, labels: list[str], folder: Path
+def build_smoke(
+    task: Task, train: pd.DataFrame, seed: int, labels: list[str], folder: Path, size: str = "tiny"
 ) -> ModelSource:
+    """A model of the task's architecture from a config: tiny, or the seed model's own size,
+    with a tokenizer trained on the training data (inputs, and targets for seq2seq)."""
+    texts = train[task.text_column].tolist()
+    if task.kind == "seq2seq":
+        texts += train[task.target_column].tolist()
     tokenizer = train_tokenizer(texts, task.tokenizer_style())
-    config = task.tiny_config(tokenizer)
+    config = task.tiny_config(tokenizer) if size == "tiny" else task.seed_config(tokenizer)
     if task.kind == "classification":
         config.num_labels = len(labels)
     torch.manual_seed(seed)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 from queue import Empty
 
@@ -16,7 +17,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
-console = Console(highlight=False)
+# Wide enough for the final tables when output goes to a file or CI log rather than a terminal.
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 
 
 class TrainingProgress:

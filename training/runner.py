@@ -6,15 +6,14 @@ are all checked before the first folder, MLflow run or Ray process is made."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from training import cluster, models, tracking
 from training import data as datamod
-from training import models, tracking
 from training.config import TrainConfig, build_config, validate
 from training.errors import UserError
 from training.progress import TrainingProgress, console, final_table
@@ -145,7 +144,7 @@ def _start_mlflow_run(p: RunPlan, experiment_id: str) -> str:
             "strategy": p.cfg.strategy,
             "workers": str(p.cfg.workers),
             "git_commit": tracking.git_commit(),
-            "model_source": p.source.describe() if p.source else "tiny model built (smoke)",
+            "model_source": p.source.describe() if p.source else "model built from config (smoke)",
             "data_source": p.splits.source,
         },
     )
@@ -242,37 +241,12 @@ def run(p: RunPlan) -> dict:
     from ray.train.v2.api.config import LoggingConfig
     from ray.util.queue import Queue
 
-    from training.loop import train_loop_per_worker, worker_environment
+    from training.loop import train_loop_per_worker
 
     target, cfg, task = p.target, p.cfg, p.task
     experiment_id = tracking.experiment_id(target.tracking_uri, task.name, target.artifact_root)
 
-    # The embedded cluster: token auth would be switched on silently by a stray
-    # ~/.ray/auth_token (ENVIRONMENT.md), so the mode is always set explicitly.
-    os.environ["RAY_AUTH_MODE"] = "disabled"
-    cores = os.cpu_count() or 1
-    # Workers talk to the user through the progress queue and raised errors; their own logs
-    # stay in Ray's session folder instead of interleaving with the progress bar.
-    ray.init(
-        num_cpus=max(cores, cfg.workers),
-        include_dashboard=False,
-        log_to_driver=False,
-        logging_level="ERROR",
-        logging_config=ray.LoggingConfig(log_level="ERROR"),
-        runtime_env={
-            "env_vars": {
-                **worker_environment(),
-                **tracking.environment_for_workers(target.tracking_uri),
-                "RAY_AUTH_MODE": "disabled",
-            }
-        },
-    )
-    gpus = int(ray.cluster_resources().get("GPU", 0))
-    if 0 < gpus < cfg.workers:
-        raise UserError(
-            f"WORKERS={cfg.workers} needs {cfg.workers} GPUs (one per worker); this "
-            f"machine has {gpus}: set WORKERS={gpus} or fewer"
-        )
+    gpus = cluster.start(cfg.workers, target.tracking_uri)
     use_gpu = gpus > 0
 
     folder = target.run_folder(p.run_name)
@@ -281,11 +255,13 @@ def run(p: RunPlan) -> dict:
     try:
         source = p.source
         if source is None:
-            texts = p.splits.train[task.text_column].tolist()
-            if task.kind == "seq2seq":
-                texts += p.splits.train[task.target_column].tolist()
-            source = models.build_tiny(
-                task, texts, cfg.seed, p.splits.label_names, folder / "base_model"
+            source = models.build_smoke(
+                task,
+                p.splits.train,
+                cfg.seed,
+                p.splits.label_names,
+                folder / "base_model",
+                cfg.smoke_model,
             )
         if run_id is None:
             run_id = _start_mlflow_run(p, experiment_id)
@@ -303,11 +279,6 @@ def run(p: RunPlan) -> dict:
     console.print(f"MLflow run {run_id}: {url}")
 
     queue = Queue(actor_options={"num_cpus": 0})
-    per_worker = (
-        {"GPU": 1, "CPU": max(1, cores // cfg.workers)}
-        if use_gpu
-        else {"CPU": max(1, cores // cfg.workers)}
-    )
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={
@@ -320,7 +291,9 @@ def run(p: RunPlan) -> dict:
             "progress": queue,
         },
         scaling_config=ScalingConfig(
-            num_workers=cfg.workers, use_gpu=use_gpu, resources_per_worker=per_worker
+            num_workers=cfg.workers,
+            use_gpu=use_gpu,
+            resources_per_worker=cluster.per_worker(cfg.workers, use_gpu),
         ),
         run_config=RunConfig(
             name=p.run_name,

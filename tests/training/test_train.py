@@ -17,7 +17,7 @@ from mlflow import MlflowClient
 
 from tests.conftest import REPO, cli_env, run_cli
 from training.config import TrainConfig
-from training.models import build_tiny
+from training.models import build_smoke
 from training.tasks import TASKS
 
 pytestmark = pytest.mark.slow
@@ -108,7 +108,8 @@ def test_users_own_data_file_and_model_folder(state, tmp_path):
     frame["category"] = frame["category"].str.lower()  # label names in any case
     data = tmp_path / "my-news.jsonl"
     frame.to_json(data, orient="records", lines=True)
-    model = build_tiny(task, frame["content"].tolist(), 1, list(task.labels), tmp_path / "model")
+    tiny = frame.rename(columns={"content": "text"})
+    model = build_smoke(task, tiny, 1, list(task.labels), tmp_path / "model")
 
     train(state, "own-data", "max_steps=20", TASK="classify", DATA=str(data), MODEL=model.location)
     run = only_run(tracking(state), "classify", "own-data")

@@ -57,6 +57,10 @@ class Task:
         """A small config of the seed model's architecture, for `smoke`."""
         raise NotImplementedError
 
+    def seed_config(self, tokenizer) -> Any:
+        """The seed model's own architecture and size, built offline (random weights)."""
+        raise NotImplementedError
+
     def model_class(self):
         raise NotImplementedError
 

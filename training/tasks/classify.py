@@ -57,6 +57,12 @@ class Classify(ClassificationTask):
             pad_token_id=tokenizer.pad_token_id,
         )
 
+    def seed_config(self, tokenizer):
+        from transformers import DistilBertConfig
+
+        # DistilBertConfig's defaults are distilbert-base-uncased's architecture
+        return DistilBertConfig(vocab_size=30522, pad_token_id=tokenizer.pad_token_id)
+
     def tokenizer_style(self) -> str:
         return "bert"
 

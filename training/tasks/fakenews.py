@@ -57,6 +57,20 @@ class FakeNews(ClassificationTask):
             eos_token_id=tokenizer.eos_token_id,
         )
 
+    def seed_config(self, tokenizer):
+        from transformers import XLNetConfig
+
+        return XLNetConfig(  # xlnet-base-cased
+            vocab_size=32000,
+            d_model=768,
+            n_layer=12,
+            n_head=12,
+            d_inner=3072,
+            pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+
     def tokenizer_style(self) -> str:
         return "xlnet"
 

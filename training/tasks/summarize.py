@@ -59,6 +59,19 @@ class Summarize(Seq2SeqTask):
             forced_eos_token_id=tokenizer.eos_token_id,
         )
 
+    def seed_config(self, tokenizer):
+        from transformers import BartConfig
+
+        # BartConfig's defaults are bart-large's architecture (bart-large-cnn's base)
+        return BartConfig(
+            vocab_size=50264,
+            pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            decoder_start_token_id=tokenizer.eos_token_id,
+            forced_eos_token_id=tokenizer.eos_token_id,
+        )
+
     def tokenizer_style(self) -> str:
         return "bart"
 

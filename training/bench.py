@@ -1,0 +1,394 @@
+"""`make bench`: DDP vs FSDP x workers x per-device batch size, measured, not estimated.
+
+Each cell is a Ray Train run of the same worker setup as training. It runs warm-up steps that
+are not timed, then a fixed number of optimizer steps, each between a barrier and a device
+sync. Rank 0 gathers step times, throughput, per-rank model-state bytes (parameters +
+gradients + optimizer state held by that rank) and peak memory, then the loss and the task
+metric after the timed steps. A failed cell is recorded with its reason; the matrix goes on."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import resource
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from training.errors import UserError
+
+COLUMNS = [
+    "task", "strategy", "workers", "batch_size", "steps", "step_time_median_s",
+    "step_time_p90_s", "samples_per_s", "tokens_per_s", "speedup", "efficiency",
+    "model_state_bytes_per_rank", "peak_mem_bytes_per_rank", "mfu", "loss", "metric_name",
+    "metric_value", "status", "error",
+]  # fmt: skip
+
+# Dense peak TFLOP/s per GPU by name fragment: (bf16/fp16 tensor cores, fp32).
+PEAK_TFLOPS = {
+    "H200": (989.0, 67.0), "H100": (989.0, 67.0), "A100": (312.0, 19.5),
+    "A30": (165.0, 10.3), "A10": (125.0, 31.2), "L40": (181.0, 90.5),
+    "V100": (125.0, 15.7), "RTX 6000": (130.5, 16.3), "T4": (65.0, 8.1),
+    "P100": (18.7, 9.3),
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Cell:
+    strategy: str
+    workers: int
+    batch_size: int
+
+    def label(self) -> str:
+        return f"{self.strategy} x{self.workers} b{self.batch_size}"
+
+
+def parse_axis(name: str, raw: str, cast: Callable, allowed: tuple = ()) -> list:
+    values = []
+    for item in raw.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        try:
+            value = cast(item)
+        except ValueError:
+            raise UserError(f"{name}={raw!r}: {item!r} is not valid; e.g. {name}=1,2") from None
+        if allowed and value not in allowed:
+            raise UserError(f"{name}: {item!r} is not one of {', '.join(map(str, allowed))}")
+        if cast is int and value < 1:
+            raise UserError(f"{name}: values must be 1 or more, got {item}")
+        values.append(value)
+    if not values:
+        raise UserError(f"{name} is empty; give a comma-separated list")
+    return list(dict.fromkeys(values))
+
+
+def default_workers(capacity: int) -> list[int]:
+    """{1, 2, 4} capped at the GPUs or cores available."""
+    return [w for w in (1, 2, 4) if w <= max(1, capacity)]
+
+
+def matrix(strategies: list[str], workers: list[int], batches: list[int]) -> list[Cell]:
+    return [Cell(s, w, b) for s in strategies for b in batches for w in workers]
+
+
+# --- measurement, in every worker -------------------------------------------------------------
+
+
+def _local_bytes(tensor) -> int:
+    if tensor is None:
+        return 0
+    if hasattr(tensor, "to_local"):  # FSDP2 DTensor: this rank's shard only
+        tensor = tensor.to_local()
+    return tensor.numel() * tensor.element_size()
+
+
+def model_state_bytes(model, optimizer) -> int:
+    params = list(model.parameters())
+    total = sum(_local_bytes(p) for p in params)
+    total += sum(_local_bytes(p.grad) for p in params)
+    for state in optimizer.state.values():
+        total += sum(_local_bytes(v) for v in state.values() if torch.is_tensor(v))
+    return total
+
+
+def peak_memory_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+def peak_flops(device: torch.device, precision: str) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    for fragment, (low, fp32) in PEAK_TFLOPS.items():
+        if fragment in name:
+            return (fp32 if precision == "fp32" else low) * 1e12
+    return None
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
+
+
+def _reduce(values: list[float], device: torch.device, op) -> list[float]:
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(tensor, op=op)
+    return tensor.tolist()
+
+
+def measure(config: dict, rank: int, world: int, device: torch.device) -> dict:
+    """Warm up, time `steps` optimizer steps, then evaluate. Returns rank 0's view."""
+    from torch.utils.data import DataLoader, DistributedSampler
+
+    from training import loop, strategies
+
+    w = loop.setup_worker(config, rank, world, device)
+    cfg, model = w.cfg, w.model
+    steps, warmup = config["steps"], config["warmup"]
+    optimizer = loop.build_optimizer(cfg, model)
+    sampler = DistributedSampler(
+        w.train_items, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed, drop_last=True
+    )
+    loader = DataLoader(
+        w.train_items,
+        batch_size=cfg.per_device_train_batch_size,
+        sampler=sampler,
+        collate_fn=w.task.collate(w.tokenizer),
+        drop_last=True,
+    )
+    if len(loader) == 0:
+        raise ValueError(f"fewer than {cfg.per_device_train_batch_size} rows per worker")
+
+    def batches():
+        epoch = 0
+        while True:  # cycle: a cell may need more batches than the data holds
+            sampler.set_epoch(epoch)
+            yield from loader
+            epoch += 1
+
+    feed = batches()
+    accumulation = cfg.gradient_accumulation_steps
+    times, tokens, padded, state_bytes, loss_value = [], 0.0, 0.0, 0, 0.0
+    model.train()
+    for index in range(warmup + steps):
+        timed = index >= warmup
+        _sync(device)
+        started = time.perf_counter()
+        for micro in range(accumulation):
+            batch = loop.to_device(
+                {k: v for k, v in next(feed).items() if k != "reference"}, device
+            )
+            with strategies.gradient_sync(model, micro == accumulation - 1), w.autocast():
+                loss = model(**batch).loss
+            w.scaler.scale(loss / accumulation).backward()
+            if timed:
+                tokens += float(batch["attention_mask"].sum())
+                padded += batch["input_ids"].numel() + batch["labels"].numel() * (
+                    w.task.kind == "seq2seq"
+                )
+        if index == warmup + steps - 1:
+            state_bytes = model_state_bytes(model, optimizer)  # gradients still held
+        w.scaler.step(optimizer)
+        w.scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        _sync(device)
+        if timed:
+            times.append(time.perf_counter() - started)
+            loss_value = float(loss.detach())
+    if device.type == "cuda":
+        state_bytes = max(state_bytes, model_state_bytes(model, optimizer))
+    wall = sum(times)
+    tokens, padded, loss_sum = _reduce([tokens, padded, loss_value], device, dist.ReduceOp.SUM)
+    worst_state, worst_peak = _reduce(
+        [state_bytes, peak_memory_bytes(device)], device, dist.ReduceOp.MAX
+    )
+    metrics = loop.evaluate(
+        w.task, model, w.eval_items, cfg, w.tokenizer, device, w.autocast, rank, world
+    )
+    samples = steps * accumulation * cfg.per_device_train_batch_size * world
+    median = statistics.median(times)
+    peak = peak_flops(device, w.precision)
+    params = sum(p.numel() for p in model.parameters())  # FSDP2 DTensors: global numel
+    # Training FLOPs ~ 6 x parameters x tokens processed (forward + backward, dense layers).
+    mfu = (6 * params * (padded / steps) / median) / (peak * world) if peak else float("nan")
+    primary = w.task.primary_metric
+    return {
+        "step_time_median_s": median,
+        "step_time_p90_s": sorted(times)[max(0, math.ceil(0.9 * len(times)) - 1)],
+        "samples_per_s": samples / wall,
+        "tokens_per_s": tokens / wall,
+        "model_state_bytes_per_rank": int(worst_state),
+        "peak_mem_bytes_per_rank": int(worst_peak),
+        "mfu": mfu,
+        "loss": loss_sum / world,
+        "metric_name": primary,
+        "metric_value": metrics.get(f"eval/{primary}", float("nan")),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "precision": w.precision,
+    }
+
+
+def cell_worker(config: dict) -> None:
+    """Ray Train entry point of one cell."""
+    import ray.train
+    import ray.train.torch
+
+    ctx = ray.train.get_context()
+    device = ray.train.torch.get_device()
+    rank = ctx.get_world_rank()
+    result = measure(config, rank, ctx.get_world_size(), device)
+    # Ray Train keeps the metrics of checkpointed reports: rank 0 attaches a small one.
+    checkpoint = None
+    if rank == 0:
+        folder = tempfile.mkdtemp(prefix="bench-")
+        with open(os.path.join(folder, "result.json"), "w") as f:
+            json.dump(result, f)
+        checkpoint = ray.train.Checkpoint.from_directory(folder)
+    ray.train.report(result, checkpoint=checkpoint)
+
+
+# --- the matrix, on the driver ----------------------------------------------------------------
+
+
+def add_scaling(rows: list[dict]) -> list[dict]:
+    """Speed-up vs 1 worker of the same strategy and batch, and efficiency = speed-up / workers."""
+    base = {
+        (r["strategy"], r["batch_size"]): r["samples_per_s"]
+        for r in rows
+        if r["workers"] == 1 and r["status"] == "ok"
+    }
+    for row in rows:
+        one = base.get((row["strategy"], row["batch_size"]))
+        if row["status"] == "ok" and one:
+            row["speedup"] = row["samples_per_s"] / one
+            row["efficiency"] = row["speedup"] / row["workers"]
+        else:
+            row["speedup"] = row["efficiency"] = float("nan")
+    return rows
+
+
+def run_matrix(
+    cells: list[Cell],
+    run_cell: Callable[[Cell], dict],
+    task: str,
+    steps: int,
+    on_done: Callable[[Cell, dict], None] = lambda cell, row: None,
+) -> list[dict]:
+    rows = []
+    for cell in cells:
+        row = {
+            "task": task,
+            "strategy": cell.strategy,
+            "workers": cell.workers,
+            "batch_size": cell.batch_size,
+            "steps": steps,
+        }
+        try:
+            row.update(run_cell(cell), status="ok", error="")
+        except Exception as exc:  # a failed cell (OOM, lost worker) must not stop the matrix
+            row.update(status="failed", error=_one_line(exc))
+        rows.append(row)
+        on_done(cell, row)
+    return add_scaling(rows)
+
+
+def _one_line(exc: BaseException) -> str:
+    seen = exc
+    while seen.__cause__ is not None or getattr(seen, "cause", None) is not None:
+        seen = seen.__cause__ or seen.cause
+    lines = [line for line in str(seen).strip().splitlines() if line.strip()]
+    return f"{type(seen).__name__}: {lines[-1] if lines else ''}"[:300]
+
+
+def environment_axes(
+    environ=None, capacity: int = 1
+) -> tuple[list[str], list[int], list[int], int, int]:
+    environ = os.environ if environ is None else environ
+    strategies = parse_axis(
+        "BENCH_STRATEGIES", environ.get("BENCH_STRATEGIES") or "ddp,fsdp", str, ("ddp", "fsdp")
+    )
+    workers = (
+        parse_axis("BENCH_WORKERS", environ["BENCH_WORKERS"], int)
+        if environ.get("BENCH_WORKERS")
+        else default_workers(capacity)
+    )
+    batches = parse_axis("BENCH_BATCH", environ.get("BENCH_BATCH") or "8,16,32", int)
+    steps = parse_axis("BENCH_STEPS", environ.get("BENCH_STEPS") or "10", int)[0]
+    warmup = parse_axis("BENCH_WARMUP", environ.get("BENCH_WARMUP") or "3", int)[0]
+    return strategies, workers, batches, steps, warmup
+
+
+def run(cfg, target, splits, source, environ=None) -> tuple[str, list[dict]]:
+    """Run the matrix on the embedded cluster; write the report; returns (bench id, rows)."""
+    import ray
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+    from ray.train.v2.api.config import LoggingConfig
+    from rich.progress import Progress
+
+    from training import cluster, reports
+    from training.progress import console
+
+    bench_id = time.strftime("%Y%m%d-%H%M%S")
+    gpus_wanted = max(
+        parse_axis("BENCH_WORKERS", (environ or os.environ).get("BENCH_WORKERS") or "1", int)
+    )
+    gpus = cluster.start(gpus_wanted, target.tracking_uri)
+    strategies_, workers, batches, steps, warmup = environment_axes(
+        environ, gpus or (os.cpu_count() or 1)
+    )
+    if gpus and max(workers) > gpus:
+        raise UserError(
+            f"BENCH_WORKERS asks for {max(workers)} workers; this machine has {gpus} GPUs"
+        )
+    cells = matrix(strategies_, workers, batches)
+    data_ref = ray.put({"train": splits.train, "validation": splits.validation})
+    storage = target.state_dir / "bench" / bench_id
+
+    def run_cell(cell: Cell) -> dict:
+        cell_cfg = {
+            **cfg.to_dict(),
+            "strategy": cell.strategy,
+            "workers": cell.workers,
+            "per_device_train_batch_size": cell.batch_size,
+        }
+        trainer = TorchTrainer(
+            cell_worker,
+            train_loop_config={
+                "cfg": cell_cfg,
+                "labels": splits.label_names,
+                "source": {"location": source.location, "kind": source.kind},
+                "data": data_ref,
+                "steps": steps,
+                "warmup": warmup,
+            },
+            scaling_config=ScalingConfig(
+                num_workers=cell.workers,
+                use_gpu=gpus > 0,
+                resources_per_worker=cluster.per_worker(cell.workers, gpus > 0),
+            ),
+            run_config=RunConfig(
+                name=f"cell-{cell.strategy}-{cell.workers}-{cell.batch_size}",
+                storage_path=str(storage),
+                failure_config=FailureConfig(max_failures=0),
+                logging_config=LoggingConfig(log_level="WARNING"),
+            ),
+        )
+        return trainer.fit().metrics
+
+    console.print(
+        f"bench {bench_id}: {cfg.task}, {len(cells)} cells "
+        f"({', '.join(strategies_)} x workers {workers} x batch {batches}), "
+        f"{warmup} warm-up + {steps} timed steps each, "
+        f"{'GPU' if gpus else 'CPU'}"
+    )
+    with Progress(console=console) as bar:
+        task_id = bar.add_task("bench", total=len(cells))
+
+        def done(cell: Cell, row: dict) -> None:
+            mark = (
+                f"{row['samples_per_s']:.1f} samples/s"
+                if row["status"] == "ok"
+                else f"FAILED ({row['error']})"
+            )
+            bar.console.print(f"  {cell.label():16} {mark}")
+            bar.advance(task_id)
+
+        rows = run_matrix(cells, run_cell, cfg.task, steps, done)
+    folder = reports.write_bench(bench_id, rows, cfg, gpus, warmup)
+    reports.log_bench(target, bench_id, rows, folder, cfg)
+    console.print(reports.bench_table(rows))
+    console.print(f"report: {folder / 'report.md'}")
+    return bench_id, rows
