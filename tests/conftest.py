@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -51,3 +54,37 @@ def run_cli(state_dir: Path, *args: str, timeout: int = 600, **settings: str):
 @pytest.fixture
 def state_dir(tmp_path: Path) -> Path:
     return tmp_path / "state"
+
+
+def session_processes(sid: int) -> list[str]:
+    out = subprocess.run(["ps", "-eo", "sid=,pid="], capture_output=True, text=True).stdout
+    return [line.split()[1] for line in out.splitlines() if line.split()[0] == str(sid)]
+
+
+def kill_after_first_checkpoint(
+    state_dir: Path, run_name: str, args: list[str], **settings: str
+) -> int:
+    """Start a training run, SIGKILL it once Ray has committed a checkpoint, and return the
+    step of the checkpoint a resume will start from."""
+    run_dir = state_dir / "embedded" / "runs" / run_name
+    snapshot = run_dir / "checkpoint_manager_snapshot.json"
+    # Its own session, so the kill reaches the run and every process it started, and no other.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "training", "train", f"run_name={run_name}", *args],
+        cwd=REPO,
+        env=cli_env(state_dir, **settings),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 300
+    while not snapshot.exists() and proc.poll() is None:
+        assert time.monotonic() < deadline, "no checkpoint within 5 minutes"
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    while session_processes(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.5)  # Ray's workers exit once their raylet is gone
+    assert not session_processes(proc.pid)
+    # Ray's snapshot names the last checkpoint it committed: that is where a resume starts.
+    return json.loads(snapshot.read_text())["latest_checkpoint_result"]["metrics"]["step"]

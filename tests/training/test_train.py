@@ -4,18 +4,13 @@ embedded default: in-process Ray, MLflow's SQLite store, local checkpoints, no n
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from tests.conftest import REPO, cli_env, run_cli
+from tests.conftest import kill_after_first_checkpoint, run_cli
 from training.config import TrainConfig
 from training.models import build_smoke
 from training.tasks import TASKS
@@ -122,36 +117,10 @@ def test_users_own_data_file_and_model_folder(state, tmp_path):
     assert manifest["train"]["rows"] + manifest["validation"]["rows"] == 400
 
 
-def session_processes(sid: int) -> list[str]:
-    out = subprocess.run(["ps", "-eo", "sid=,pid="], capture_output=True, text=True).stdout
-    return [line.split()[1] for line in out.splitlines() if line.split()[0] == str(sid)]
-
-
 def test_killed_run_resumes_from_its_checkpoint_without_gaps_or_repeats(state):
-    run_dir = state / "embedded" / "runs" / "resumable"
-    args = ["train", "run_name=resumable", "max_steps=200", "save_steps=20", "logging_steps=5"]
-    # Its own session, so the kill reaches the run and every process it started, and nothing else.
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "training", *args],
-        cwd=REPO,
-        env=cli_env(state, TASK="fakenews"),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
+    killed_at = kill_after_first_checkpoint(
+        state, "resumable", ["max_steps=200", "save_steps=20", "logging_steps=5"], TASK="fakenews"
     )
-    deadline = time.monotonic() + 300
-    while not list(run_dir.glob("checkpoint_*/progress.json")) and proc.poll() is None:
-        assert time.monotonic() < deadline, "no checkpoint within 5 minutes"
-        time.sleep(0.1)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    while session_processes(proc.pid) and time.monotonic() < deadline:
-        time.sleep(0.5)  # Ray's workers exit once their raylet is gone
-    assert not session_processes(proc.pid)
-
-    # Ray's snapshot names the last checkpoint it committed: that is where a resume starts.
-    snapshot = json.loads((run_dir / "checkpoint_manager_snapshot.json").read_text())
-    killed_at = snapshot["latest_checkpoint_result"]["metrics"]["step"]
     assert 0 < killed_at < 200, "the kill should land mid-run"
 
     train_result = run_cli(state, "train", RESUME="1", TASK="fakenews")
