@@ -136,6 +136,8 @@ def measure(config: dict, rank: int, world: int, device: torch.device) -> dict:
 
     w = loop.setup_worker(config, rank, world, device)
     cfg, model = w.cfg, w.model
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)  # this cell's peak, not the process's
     steps, warmup = config["steps"], config["warmup"]
     optimizer = loop.build_optimizer(cfg, model)
     sampler = DistributedSampler(

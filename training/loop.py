@@ -16,9 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import ray
-import ray.train
-import ray.train.torch
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler
@@ -164,9 +161,7 @@ def setup_worker(config: dict, rank: int, world: int, device: torch.device) -> W
     dtype = DTYPES[precision]
 
     tokenizer, model = load(task, ModelSource(**config["source"]), config["labels"])
-    frames = (
-        ray.get(config["data"]) if isinstance(config["data"], ray.ObjectRef) else config["data"]
-    )
+    frames = config["data"] if isinstance(config["data"], dict) else _ray_get(config["data"])
     max_len = cfg.max_seq_length or task.max_seq_length
     if task.kind == "classification":
         extra = {name: i for i, name in enumerate(config["labels"])}
@@ -195,7 +190,16 @@ def setup_worker(config: dict, rank: int, world: int, device: torch.device) -> W
     )
 
 
+def _ray_get(ref):
+    import ray
+
+    return ray.get(ref)
+
+
 def train_loop_per_worker(config: dict) -> None:
+    import ray.train
+    import ray.train.torch
+
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()

@@ -29,17 +29,23 @@ def _mib(value) -> str:
 
 
 def hardware(gpus: int) -> dict:
-    import ray
+    from importlib.metadata import PackageNotFoundError, version
+
     import torch
-    import transformers
+
+    def installed(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
 
     info = {
         "cpu": platform.processor() or platform.machine(),
         "cores": os.cpu_count(),
         "gpus": gpus,
         "torch": torch.__version__,
-        "ray": ray.__version__,
-        "transformers": transformers.__version__,
+        "ray": installed("ray"),
+        "transformers": installed("transformers"),
         "python": platform.python_version(),
     }
     if gpus and torch.cuda.is_available():
