@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import shutil
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,8 +28,7 @@ class RunPlan:
     task: Task
     target: Target
     run_name: str
-    continuing: bool
-    run_id: str | None  # the MLflow run when continuing
+    run_id: str | None  # the MLflow run being continued; None for a new run
     splits: datamod.Splits
     source: models.ModelSource | None  # None: build the smoke model
 
@@ -45,7 +43,7 @@ def resolve_config(layers: list[dict], target: Target) -> TrainConfig:
         build_config([{"task": task_name}])  # raises the unknown-task error
     profile = str(user.get("profile") or target.default_profile())
     base = {"task": task_name, "profile": profile}
-    return build_config([TASKS[task_name].defaults.get(profile, {}), base, *layers, base])
+    return build_config([TASKS[task_name].defaults.get(profile, {}), *layers, base])
 
 
 def _saved_record(target: Target, run_name: str) -> dict | None:
@@ -55,7 +53,7 @@ def _saved_record(target: Target, run_name: str) -> dict | None:
 
 def plan(cfg: TrainConfig, explicit: dict, target: Target) -> RunPlan:
     task = TASKS[cfg.task]
-    continuing, run_id = False, None
+    run_id = None
     run_name = cfg.run_name
     if cfg.resume and not run_name:
         latest = _latest_run_name(target, task)
@@ -81,7 +79,7 @@ def plan(cfg: TrainConfig, explicit: dict, target: Target) -> RunPlan:
         saved = {k: v for k, v in record["config"].items() if k in TrainConfig.field_names()}
         overrides = {k: v for k, v in explicit.items() if k not in ("resume", "run_name")}
         cfg = build_config([saved, overrides, {"run_name": run_name, "resume": True}])
-        continuing, run_id = True, record["run_id"]
+        run_id = record["run_id"]
         console.print(f"continuing run [bold]{run_name}[/] from its latest checkpoint")
     if not run_name:
         run_name = f"{task.name}-{cfg.profile}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -97,15 +95,13 @@ def plan(cfg: TrainConfig, explicit: dict, target: Target) -> RunPlan:
             f"the data of run {run_name!r} changed since it started (train hash "
             "differs); continue it with its own data or start a new run"
         )
-    source = models.resolve(task, cfg)
-    if record is not None:
-        source = models.ModelSource(**record["source"])
+    source = models.ModelSource(**record["source"]) if record else models.resolve(task, cfg)
     _check_batches(cfg, len(splits.train))
     if target.embedded:
         import torch
 
         _check_precision(cfg, torch.cuda.is_available())
-    return RunPlan(cfg, task, target, run_name, continuing, run_id, splits, source)
+    return RunPlan(cfg, task, target, run_name, run_id, splits, source)
 
 
 def _latest_run_name(target: Target, task: Task) -> str | None:
@@ -131,42 +127,6 @@ def _check_precision(cfg: TrainConfig, use_gpu: bool) -> None:
         raise UserError("precision=fp16 needs a GPU; on CPU use precision=fp32 or bf16")
 
 
-def _start_mlflow_run(p: RunPlan, experiment_id: str) -> str:
-    import mlflow
-
-    mlflow_client = tracking.client(p.target.tracking_uri)
-    run = mlflow_client.create_run(
-        experiment_id,
-        run_name=p.run_name,
-        tags={
-            "task": p.task.name,
-            "profile": p.cfg.profile,
-            "strategy": p.cfg.strategy,
-            "workers": str(p.cfg.workers),
-            "git_commit": tracking.git_commit(),
-            "model_source": p.source.describe() if p.source else "model built from config (smoke)",
-            "data_source": p.splits.source,
-        },
-    )
-    run_id = run.info.run_id
-    mlflow.set_tracking_uri(p.target.tracking_uri)
-    with mlflow.start_run(run_id=run_id):
-        mlflow.log_params({k: str(v) for k, v in p.cfg.to_dict().items()})
-        target = p.task.target_column
-        for context, frame in (("training", p.splits.train), ("validation", p.splits.validation)):
-            dataset = mlflow.data.from_pandas(
-                frame,
-                name=f"{p.task.name}-{context}",
-                targets=target,
-                digest=p.splits.manifest["train" if context == "training" else "validation"][
-                    "sha256"
-                ][:16],
-            )
-            mlflow.log_input(dataset, context=context)
-        mlflow.log_dict(p.splits.manifest, "data/manifest.json")
-    return run_id
-
-
 def _write_record(p: RunPlan, run_id: str, source: models.ModelSource) -> None:
     folder = p.target.run_folder(p.run_name)
     folder.mkdir(parents=True, exist_ok=True)
@@ -186,51 +146,6 @@ def _mark_finished(folder: Path) -> None:
     record = json.loads((folder / RUN_RECORD).read_text())
     record["finished"] = True
     (folder / RUN_RECORD).write_text(json.dumps(record, indent=2))
-
-
-def _log_model(p: RunPlan, run_id: str, model_dir: Path) -> str:
-    import mlflow
-    from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, Schema
-
-    from training import serving
-
-    task = p.task
-    meta = {
-        "kind": task.kind,
-        "text_column": task.text_column,
-        "max_seq_length": p.cfg.max_seq_length or task.max_seq_length,
-    }
-    if task.kind == "seq2seq":
-        meta["generation"] = task.generation_kwargs(p.cfg)
-        outputs = Schema([ColSpec("string", "summary")])
-    else:
-        outputs = Schema([ColSpec("string", "label"), ColSpec("double", "score")])
-    meta_file = model_dir.parent / "task.json"
-    meta_file.write_text(json.dumps(meta))
-    name = p.cfg.registered_model_name or task.name
-    import torch
-    import transformers
-
-    mlflow.set_tracking_uri(p.target.tracking_uri)
-    with mlflow.start_run(run_id=run_id), warnings.catch_warnings():
-        warnings.simplefilter(
-            "ignore"
-        )  # MLflow asks for predict() type hints; a signature is given
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=serving.__file__,
-            artifacts={"hf_model": str(model_dir), "task": str(meta_file)},
-            signature=ModelSignature(Schema([ColSpec("string", task.text_column)]), outputs),
-            pip_requirements=[
-                f"torch=={torch.__version__.split('+')[0]}",
-                f"transformers=={transformers.__version__}",
-                f"mlflow=={mlflow.__version__}",
-                "pandas",
-            ],
-            registered_model_name=name,
-        )
-    return f"{name} version {info.registered_model_version}"
 
 
 def run(p: RunPlan) -> dict:
@@ -264,7 +179,7 @@ def run(p: RunPlan) -> dict:
                 cfg.smoke_model,
             )
         if run_id is None:
-            run_id = _start_mlflow_run(p, experiment_id)
+            run_id = tracking.start_run(p, experiment_id)
             _write_record(p, run_id, source)
     except BaseException:
         if new_folder:
@@ -328,7 +243,7 @@ def run(p: RunPlan) -> dict:
             f"run {p.run_name} holds no final model; it may have finished in an "
             "earlier session: see its MLflow run"
         )
-    registered = _log_model(p, run_id, model_dir)
+    registered = tracking.log_model(p, run_id, model_dir)
     mlflow_client.set_terminated(run_id, status="FINISHED")
     _mark_finished(folder)
     metrics = {k: v for k, v in result.metrics.items() if k.startswith("eval/")}

@@ -6,14 +6,14 @@ the points MLflow does not hold yet, so its history has neither gaps nor repeats
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
 from pathlib import Path
 
 from training.errors import UserError
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from training.targets import REPO_ROOT
 
 
 def client(tracking_uri: str):
@@ -63,21 +63,84 @@ def experiment_id(tracking_uri: str, name: str, artifact_root: str | None = None
         ) from None
 
 
-def find_run(tracking_uri: str, experiment: str, run_name: str):
-    runs = client(tracking_uri).search_runs(
-        [experiment],
-        filter_string=f"tags.`mlflow.runName` = '{run_name}'",
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
+def start_run(p, experiment_id: str) -> str:
+    """A new MLflow run: tags, the whole config as params, the data as dataset inputs."""
+    import mlflow
+
+    mlflow_client = client(p.target.tracking_uri)
+    run = mlflow_client.create_run(
+        experiment_id,
+        run_name=p.run_name,
+        tags={
+            "task": p.task.name,
+            "profile": p.cfg.profile,
+            "strategy": p.cfg.strategy,
+            "workers": str(p.cfg.workers),
+            "git_commit": git_commit(),
+            "model_source": p.source.describe() if p.source else "model built from config (smoke)",
+            "data_source": p.splits.source,
+        },
     )
-    return runs[0] if runs else None
+    run_id = run.info.run_id
+    mlflow.set_tracking_uri(p.target.tracking_uri)
+    with mlflow.start_run(run_id=run_id):
+        mlflow.log_params({k: str(v) for k, v in p.cfg.to_dict().items()})
+        target = p.task.target_column
+        for context, frame in (("training", p.splits.train), ("validation", p.splits.validation)):
+            dataset = mlflow.data.from_pandas(
+                frame,
+                name=f"{p.task.name}-{context}",
+                targets=target,
+                digest=p.splits.manifest["train" if context == "training" else "validation"][
+                    "sha256"
+                ][:16],
+            )
+            mlflow.log_input(dataset, context=context)
+        mlflow.log_dict(p.splits.manifest, "data/manifest.json")
+    return run_id
 
 
-def latest_run(tracking_uri: str, experiment: str):
-    runs = client(tracking_uri).search_runs(
-        [experiment], order_by=["attributes.start_time DESC"], max_results=1
-    )
-    return runs[0] if runs else None
+def log_model(p, run_id: str, model_dir: Path) -> str:
+    """Log the fine-tuned model as a pyfunc and register it; returns "<name> version <n>"."""
+    import mlflow
+    import torch
+    import transformers
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    from training import serving
+
+    task = p.task
+    meta = {
+        "kind": task.kind,
+        "text_column": task.text_column,
+        "max_seq_length": p.cfg.max_seq_length or task.max_seq_length,
+    }
+    if task.kind == "seq2seq":
+        meta["generation"] = task.generation_kwargs(p.cfg)
+        outputs = Schema([ColSpec("string", "summary")])
+    else:
+        outputs = Schema([ColSpec("string", "label"), ColSpec("double", "score")])
+    meta_file = model_dir.parent / "task.json"
+    meta_file.write_text(json.dumps(meta))
+    name = p.cfg.registered_model_name or task.name
+
+    mlflow.set_tracking_uri(p.target.tracking_uri)
+    with mlflow.start_run(run_id=run_id):
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=serving.__file__,
+            artifacts={"hf_model": str(model_dir), "task": str(meta_file)},
+            signature=ModelSignature(Schema([ColSpec("string", task.text_column)]), outputs),
+            pip_requirements=[
+                f"torch=={torch.__version__.split('+')[0]}",
+                f"transformers=={transformers.__version__}",
+                f"mlflow=={mlflow.__version__}",
+                "pandas",
+            ],
+            registered_model_name=name,
+        )
+    return f"{name} version {info.registered_model_version}"
 
 
 class MetricBuffer:
