@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 READY  := $(VENV)/.ready
 
 .DEFAULT_GOAL := help
-.PHONY: help venv train settings ui test lint
+.PHONY: help venv train tune settings ui test lint
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -17,6 +17,9 @@ venv: $(READY) ## create the Python environment (done automatically by the targe
 
 train: $(READY) ## fine-tune TASK=classify|fakenews|summarize (PROFILE= MODEL= DATA= RESUME=1 ...)
 	$(PY) -m training train $(ARGS)
+
+tune: $(READY) ## hyperparameter search with Ray Tune + ASHA for TASK= (SPACE=file TUNE_SAMPLES=N RESUME=1)
+	$(PY) -m training tune $(ARGS)
 
 settings: $(READY) ## list every training setting, its make variable and default
 	$(PY) -m training settings

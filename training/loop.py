@@ -23,6 +23,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler
 
 from training import checkpoints, strategies, tracking
+from training import session as sessions
 from training.config import TrainConfig
 from training.models import ModelSource, load
 from training.tasks import TASKS
@@ -135,9 +136,9 @@ def evaluate(task, model, items, cfg, tokenizer, device, autocast, rank, world) 
 def train_loop_per_worker(config: dict) -> None:
     cfg = TrainConfig(**config["cfg"])
     task = TASKS[cfg.task]
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    device = ray.train.torch.get_device()
+    session = sessions.for_config(config)
+    rank, world = session.rank_world()
+    device = session.device()
     seed_everything(cfg.seed)
     precision = resolve_precision(cfg.precision, device)
     dtype = DTYPES[precision]
@@ -183,7 +184,7 @@ def train_loop_per_worker(config: dict) -> None:
     scheduler = linear_schedule(optimizer, cfg.warmup_steps, total_steps)
 
     progress = {"global_step": 0, "epoch": 0, "batch_in_epoch": 0, "pending": []}
-    resumed = ray.train.get_checkpoint()
+    resumed = session.get_checkpoint()
     if resumed:
         with resumed.as_directory() as folder:
             progress = checkpoints.load(Path(folder), model, optimizer, scheduler, rank)
@@ -209,10 +210,7 @@ def train_loop_per_worker(config: dict) -> None:
         checkpoints.save(folder, model, optimizer, scheduler, state, rank)
         if final:
             checkpoints.export_model(folder, model, task.model_class(), tokenizer, rank)
-        ray.train.report(
-            {**metrics, "step": step, "epoch": epoch},
-            checkpoint=ray.train.Checkpoint.from_directory(str(folder)),
-        )
+        session.report({**metrics, "step": step, "epoch": epoch}, folder)
         if rank == 0:
             buffer.flush()
 
@@ -280,7 +278,13 @@ def train_loop_per_worker(config: dict) -> None:
             if step == total_steps or end_of_epoch:
                 break  # evaluation and the checkpoint follow below
             if cfg.save_steps and step % cfg.save_steps == 0:
-                save_checkpoint(epoch, batch_index, {}, final=False)
+                mid_eval = {}
+                if session.evaluates_every_checkpoint:
+                    mid_eval = evaluate(
+                        task, model, eval_items, cfg, tokenizer, device, autocast, rank, world
+                    )
+                    buffer.add(mid_eval, step)
+                save_checkpoint(epoch, batch_index, mid_eval, final=False)
         last_eval = evaluate(task, model, eval_items, cfg, tokenizer, device, autocast, rank, world)
         if rank == 0:
             buffer.add(last_eval, step)

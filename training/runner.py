@@ -234,27 +234,19 @@ def _log_model(p: RunPlan, run_id: str, model_dir: Path) -> str:
     return f"{name} version {info.registered_model_version}"
 
 
-def run(p: RunPlan) -> dict:
-    """Start (or continue) the run; returns its final metrics."""
+def init_ray(target: Target, num_cpus: int) -> None:
+    """The embedded in-process cluster, with what workers need in their environment."""
     import ray
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-    from ray.train.v2.api.config import LoggingConfig
-    from ray.util.queue import Queue
 
-    from training.loop import train_loop_per_worker, worker_environment
+    from training.loop import worker_environment
 
-    target, cfg, task = p.target, p.cfg, p.task
-    experiment_id = tracking.experiment_id(target.tracking_uri, task.name, target.artifact_root)
-
-    # The embedded cluster: token auth would be switched on silently by a stray
-    # ~/.ray/auth_token (ENVIRONMENT.md), so the mode is always set explicitly.
+    # Token auth would be switched on silently by a stray ~/.ray/auth_token (ENVIRONMENT.md),
+    # so the mode is always set explicitly.
     os.environ["RAY_AUTH_MODE"] = "disabled"
-    cores = os.cpu_count() or 1
     # Workers talk to the user through the progress queue and raised errors; their own logs
     # stay in Ray's session folder instead of interleaving with the progress bar.
     ray.init(
-        num_cpus=max(cores, cfg.workers),
+        num_cpus=num_cpus,
         include_dashboard=False,
         log_to_driver=False,
         logging_level="ERROR",
@@ -267,6 +259,23 @@ def run(p: RunPlan) -> dict:
             }
         },
     )
+
+
+def run(p: RunPlan) -> dict:
+    """Start (or continue) the run; returns its final metrics."""
+    import ray
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+    from ray.train.v2.api.config import LoggingConfig
+    from ray.util.queue import Queue
+
+    from training.loop import train_loop_per_worker
+
+    target, cfg, task = p.target, p.cfg, p.task
+    experiment_id = tracking.experiment_id(target.tracking_uri, task.name, target.artifact_root)
+
+    cores = os.cpu_count() or 1
+    init_ray(target, max(cores, cfg.workers))
     gpus = int(ray.cluster_resources().get("GPU", 0))
     if 0 < gpus < cfg.workers:
         raise UserError(
