@@ -730,16 +730,19 @@ def run(p: SearchPlan) -> dict:
             run_config=run_config,
         )
     try:
-        results = tuner.fit()
+        results = tuner.fit()  # Ctrl-C: Tune saves its state and returns what it has
+        interrupted = results.num_terminated + results.num_errors < spec.num_samples
     except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        ray.shutdown()
+    if interrupted:
         mlflow_client.set_terminated(parent_run_id, status="KILLED")
         console.print(
             f"stopped. Finished trials and checkpoints are kept; continue with `make tune "
             f"TASK={task.name} RESUME=1` (or RUN_NAME={p.search_id} RESUME=1)"
         )
-        raise
-    finally:
-        ray.shutdown()
+        raise KeyboardInterrupt
 
     _finish_children(p, experiment_id, parent_run_id, results)
     scored = [r for r in results if r.error is None and spec.metric in (r.metrics or {})]
