@@ -648,6 +648,9 @@ def run(p: SearchPlan) -> dict:
     target, cfg, task, spec = p.target, p.cfg, p.task, p.spec
     experiment_id = tracking.experiment_id(target.tracking_uri, task.name, target.artifact_root)
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "5")  # Tune's own state, for RESUME
+    # Ctrl-C reaches the trials too (one process group), which would end them as errors that
+    # Tune's own handler reports as a finished search: let it stop the search here instead.
+    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
     runner.init_ray(target, os.cpu_count() or 1)
     resources = _resources(spec)
 
