@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 READY  := $(VENV)/.ready
 
 .DEFAULT_GOAL := help
-.PHONY: help venv train bench settings ui test lint
+.PHONY: help venv train bench tune settings ui test lint
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -20,6 +20,9 @@ train: $(READY) ## fine-tune TASK=classify|fakenews|summarize (PROFILE= MODEL= D
 
 bench: $(READY) ## DDP vs FSDP x workers x batch (BENCH_STRATEGIES= BENCH_WORKERS= BENCH_BATCH= BENCH_STEPS=)
 	$(PY) -m training bench $(ARGS)
+
+tune: $(READY) ## hyperparameter search with Ray Tune + ASHA for TASK= (SPACE=file TUNE_SAMPLES=N RESUME=1)
+	$(PY) -m training tune $(ARGS)
 
 settings: $(READY) ## list every training setting, its make variable and default
 	$(PY) -m training settings

@@ -28,11 +28,14 @@ SCRUBBED = (
     "MLFLOW_TRACKING_URI",
     "CHECKPOINT_STORAGE",
     "HF_HUB_OFFLINE",
+    "SPACE",
+    "TUNE_SAMPLES",
+    "REPORTS_DIR",
 )
 
 
 def cli_env(state_dir: Path, **settings: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in SCRUBBED}
+    env = {k: v for k, v in os.environ.items() if k not in SCRUBBED and not k.startswith("BENCH_")}
     env["STACK_DIR"] = str(state_dir)
     env["PYTHONUNBUFFERED"] = "1"
     env.update({k: str(v) for k, v in settings.items()})

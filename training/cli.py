@@ -1,4 +1,4 @@
-"""Command line: `python -m training train [key=value ...]` (what `make train` runs).
+"""Command line: `python -m training train|tune [key=value ...]` (what `make train`/`tune` run).
 
 Settings come, lowest precedence first, from the task/profile defaults, a CONFIG=<yaml> file,
 upper-case environment variables (make variables: TASK=, PROFILE=, LEARNING_RATE=, ...) and
@@ -77,6 +77,25 @@ def cmd_bench(assignments: list[str]) -> int:
     return 0
 
 
+def cmd_tune(assignments: list[str]) -> int:
+    from training import runner, targets, tune
+
+    layers = _user_layers(assignments)
+    explicit = {k: v for layer in layers for k, v in layer.items()}
+    target = targets.resolve()
+    cfg = runner.resolve_config(layers, target)
+    print(f"profile: {cfg.profile} (PROFILE=smoke|local|full to change)")
+    search = tune.plan(
+        cfg,
+        explicit,
+        target,
+        space_file=os.environ.get("SPACE", ""),
+        samples=os.environ.get("TUNE_SAMPLES", ""),
+    )
+    tune.run(search)
+    return 0
+
+
 def cmd_settings() -> int:
     from training.config import TrainConfig
 
@@ -120,6 +139,11 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="fine-tune a task (settings as key=value)")
     train.add_argument("settings", nargs="*", metavar="key=value")
+    tune = sub.add_parser(
+        "tune",
+        help="Ray Tune search with ASHA (SPACE=<yaml> TUNE_SAMPLES=N RESUME=1; key=value as train)",
+    )
+    tune.add_argument("settings", nargs="*", metavar="key=value")
     sub.add_parser("settings", help="list every setting, its make variable and default")
     sub.add_parser("ui", help="MLflow UI over the embedded store")
     bench_cmd = sub.add_parser("bench", help="DDP vs FSDP x workers x batch size, with a report")
@@ -131,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_train(args.settings)
         if args.command == "bench":
             return cmd_bench(args.settings)
+        if args.command == "tune":
+            return cmd_tune(args.settings)
         if args.command == "ui":
             return cmd_ui()
         return cmd_settings()

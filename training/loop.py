@@ -21,6 +21,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler
 
 from training import checkpoints, strategies, tracking
+from training import session as sessions
 from training.config import TrainConfig
 from training.models import ModelSource, load
 from training.tasks import TASKS, Task
@@ -197,12 +198,9 @@ def _ray_get(ref):
 
 
 def train_loop_per_worker(config: dict) -> None:
-    import ray.train
-    import ray.train.torch
-
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    device = ray.train.torch.get_device()
+    session = sessions.for_config(config)
+    rank, world = session.rank_world()
+    device = session.device()
     w = setup_worker(config, rank, world, device)
     cfg, task, model, tokenizer = w.cfg, w.task, w.model, w.tokenizer
     train_items, eval_items, scaler, autocast = w.train_items, w.eval_items, w.scaler, w.autocast
@@ -224,7 +222,7 @@ def train_loop_per_worker(config: dict) -> None:
     scheduler = linear_schedule(optimizer, cfg.warmup_steps, total_steps)
 
     progress = {"global_step": 0, "epoch": 0, "batch_in_epoch": 0, "pending": []}
-    resumed = ray.train.get_checkpoint()
+    resumed = session.get_checkpoint()
     if resumed:
         with resumed.as_directory() as folder:
             progress = checkpoints.load(Path(folder), model, optimizer, scheduler, rank)
@@ -250,10 +248,7 @@ def train_loop_per_worker(config: dict) -> None:
         checkpoints.save(folder, model, optimizer, scheduler, state, rank)
         if final:
             checkpoints.export_model(folder, model, task.model_class(), tokenizer, rank)
-        ray.train.report(
-            {**metrics, "step": step, "epoch": epoch},
-            checkpoint=ray.train.Checkpoint.from_directory(str(folder)),
-        )
+        session.report({**metrics, "step": step, "epoch": epoch}, folder)
         if rank == 0:
             buffer.flush()
 
@@ -321,7 +316,13 @@ def train_loop_per_worker(config: dict) -> None:
             if step == total_steps or end_of_epoch:
                 break  # evaluation and the checkpoint follow below
             if cfg.save_steps and step % cfg.save_steps == 0:
-                save_checkpoint(epoch, batch_index, {}, final=False)
+                mid_eval = {}
+                if session.evaluates_every_checkpoint:
+                    mid_eval = evaluate(
+                        task, model, eval_items, cfg, tokenizer, device, autocast, rank, world
+                    )
+                    buffer.add(mid_eval, step)
+                save_checkpoint(epoch, batch_index, mid_eval, final=False)
         last_eval = evaluate(task, model, eval_items, cfg, tokenizer, device, autocast, rank, world)
         if rank == 0:
             buffer.add(last_eval, step)

@@ -96,11 +96,11 @@ def plan(cfg: TrainConfig, explicit: dict, target: Target) -> RunPlan:
             "differs); continue it with its own data or start a new run"
         )
     source = models.ModelSource(**record["source"]) if record else models.resolve(task, cfg)
-    _check_batches(cfg, len(splits.train))
+    check_batches(cfg, len(splits.train))
     if target.embedded:
         import torch
 
-        _check_precision(cfg, torch.cuda.is_available())
+        check_precision(cfg, torch.cuda.is_available())
     return RunPlan(cfg, task, target, run_name, run_id, splits, source)
 
 
@@ -111,7 +111,7 @@ def _latest_run_name(target: Target, task: Task) -> str | None:
     return max(mine, key=lambda p: p.stat().st_mtime).parent.name if mine else None
 
 
-def _check_batches(cfg: TrainConfig, rows: int) -> None:
+def check_batches(cfg: TrainConfig, rows: int) -> None:
     per_worker = rows // cfg.workers
     batches = per_worker // cfg.per_device_train_batch_size
     if batches < cfg.gradient_accumulation_steps:
@@ -122,7 +122,7 @@ def _check_batches(cfg: TrainConfig, rows: int) -> None:
         )
 
 
-def _check_precision(cfg: TrainConfig, use_gpu: bool) -> None:
+def check_precision(cfg: TrainConfig, use_gpu: bool) -> None:
     if cfg.precision == "fp16" and not use_gpu:
         raise UserError("precision=fp16 needs a GPU; on CPU use precision=fp32 or bf16")
 
