@@ -110,18 +110,24 @@ def _check_known(keys, where: str) -> None:
         )
 
 
-def read_config_file(path: str) -> dict[str, Any]:
+def read_yaml_mapping(path: str, knob: str, what: str) -> dict[str, Any]:
+    """A YAML file holding a mapping, or one clear line saying what is wrong with it."""
     file = Path(path).expanduser()
     if not file.is_file():
-        raise UserError(f"CONFIG={path}: no such file; pass the path of a YAML file of settings")
+        raise UserError(f"{knob}={path}: no such file; pass the path of a YAML {what}")
     try:
         loaded = yaml.safe_load(file.read_text()) or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
-        raise UserError(f"CONFIG={path} is not valid YAML{where}; fix the file") from None
+        raise UserError(f"{knob}={path} is not valid YAML{where}; fix the file") from None
     if not isinstance(loaded, dict):
-        raise UserError(f"CONFIG={path} must be a mapping of setting: value")
+        raise UserError(f"{knob}={path} must be a mapping of {what}")
+    return loaded
+
+
+def read_config_file(path: str) -> dict[str, Any]:
+    loaded = read_yaml_mapping(path, "CONFIG", "file of settings")
     _check_known(loaded, f"CONFIG={path}")
     return loaded
 

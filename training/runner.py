@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,6 +128,27 @@ def check_precision(cfg: TrainConfig, use_gpu: bool) -> None:
         raise UserError("precision=fp16 needs a GPU; on CPU use precision=fp32 or bf16")
 
 
+@contextmanager
+def removed_on_failure(folder: Path):
+    """Remove `folder` if the block fails and the folder is new: nothing half-written stays."""
+    new = not folder.exists()
+    try:
+        yield
+    except BaseException:
+        if new:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
+def base_model(source, task: Task, splits, cfg: TrainConfig, folder: Path) -> models.ModelSource:
+    """The resolved source, or the smoke model built into the run folder."""
+    if source is not None:
+        return source
+    return models.build_smoke(
+        task, splits.train, cfg.seed, splits.label_names, folder / "base_model", cfg.smoke_model
+    )
+
+
 def _write_record(p: RunPlan, run_id: str, source: models.ModelSource) -> None:
     folder = p.target.run_folder(p.run_name)
     folder.mkdir(parents=True, exist_ok=True)
@@ -165,26 +187,12 @@ def run(p: RunPlan) -> dict:
     use_gpu = gpus > 0
 
     folder = target.run_folder(p.run_name)
-    new_folder = not folder.exists()
     run_id = p.run_id
-    try:
-        source = p.source
-        if source is None:
-            source = models.build_smoke(
-                task,
-                p.splits.train,
-                cfg.seed,
-                p.splits.label_names,
-                folder / "base_model",
-                cfg.smoke_model,
-            )
+    with removed_on_failure(folder):
+        source = base_model(p.source, task, p.splits, cfg, folder)
         if run_id is None:
             run_id = tracking.start_run(p, experiment_id)
             _write_record(p, run_id, source)
-    except BaseException:
-        if new_folder:
-            shutil.rmtree(folder, ignore_errors=True)
-        raise
     url = target.run_url(experiment_id, run_id)
     console.print(
         f"[bold]{task.name}[/] run [bold]{p.run_name}[/] · profile {cfg.profile} · "

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +36,7 @@ import yaml
 
 from training import cluster, models, runner, tracking
 from training import data as datamod
-from training.config import TrainConfig, build_config
+from training.config import TrainConfig, build_config, read_yaml_mapping
 from training.errors import UserError
 from training.progress import console
 from training.targets import REPO_ROOT, Target
@@ -173,18 +172,7 @@ def _section(raw: dict, name: str, known: tuple[str, ...], where: str) -> dict:
 
 
 def read_space_file(path: str) -> dict:
-    file = Path(path).expanduser()
-    if not file.is_file():
-        raise UserError(f"SPACE={path}: no such file; pass the path of a YAML search space")
-    try:
-        raw = yaml.safe_load(file.read_text()) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise UserError(f"SPACE={path} is not valid YAML{where}; fix the file") from None
-    if not isinstance(raw, dict):
-        raise UserError(f"SPACE={path} must be a mapping ({', '.join(FILE_KEYS)})")
-    return raw
+    return read_yaml_mapping(path, "SPACE", f"search space ({', '.join(FILE_KEYS)})")
 
 
 def build_spec(
@@ -655,27 +643,13 @@ def run(p: SearchPlan) -> dict:
     resources = _resources(spec)
 
     folder = target.run_folder(p.search_id)
-    new_folder = not folder.exists()
     parent_run_id = p.parent_run_id
-    try:
-        source = p.source
-        if source is None:
-            # one base model for every trial: they differ only in what the search varies
-            source = models.build_smoke(
-                task,
-                p.splits.train,
-                cfg.seed,
-                p.splits.label_names,
-                folder / "base_model",
-                cfg.smoke_model,
-            )
+    with runner.removed_on_failure(folder):
+        # one base model for every trial: they differ only in what the search varies
+        source = runner.base_model(p.source, task, p.splits, cfg, folder)
         if parent_run_id is None:
             parent_run_id = _start_parent(p, experiment_id, source)
             _write_record(p, parent_run_id, source)
-    except BaseException:
-        if new_folder:
-            shutil.rmtree(folder, ignore_errors=True)
-        raise
     url = target.run_url(experiment_id, parent_run_id)
     console.print(
         f"[bold]{task.name}[/] search [bold]{p.search_id}[/] · profile {cfg.profile} · "
