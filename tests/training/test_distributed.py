@@ -104,3 +104,27 @@ def test_fsdp_resumes_on_a_different_worker_count(state, model_without_dropout, 
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert_same_trajectory(reference, losses(state, "fsdp-resumed"))
+
+
+def test_fsdp_summarize_evaluates_uneven_shards_without_hanging(state):
+    # 7 validation rows on 2 ranks, 2 per batch: the ranks hold 4 and 3 rows, and generation
+    # runs a different number of decoding steps on each; sharded forwards must still line up.
+    result = run_cli(
+        state,
+        "train",
+        "run_name=fsdp-summarize",
+        "max_steps=6",
+        "max_eval_samples=7",
+        "per_device_eval_batch_size=2",
+        TASK="summarize",
+        WORKERS="2",
+        STRATEGY="fsdp",
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    client = MlflowClient(f"sqlite:///{state / 'embedded' / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("summarize")
+    [run] = client.search_runs(
+        [exp.experiment_id], filter_string="tags.`mlflow.runName` = 'fsdp-summarize'"
+    )
+    assert {"eval/loss", "eval/rouge1", "eval/rougeLsum"} <= set(run.data.metrics)
