@@ -33,7 +33,7 @@ class MLflow:
         if isinstance(body, dict):
             headers["Content-Type"] = "application/json"
         req = urllib.request.Request(self.url + path, data=data, method=method, headers=headers)
-        with urllib.request.urlopen(req, timeout=30) as resp:
+        with urllib.request.urlopen(req, timeout=120) as resp:
             content = resp.read()
         return content if raw else json.loads(content or b"{}")
 
