@@ -45,7 +45,10 @@ def ensure_buckets(endpoint_url: str, names: list[str]) -> list[str]:
 def main(argv: list[str]) -> int:
     endpoint = os.environ.get("S3_ENDPOINT_URL", "")
     if not endpoint or len(argv) < 2:
-        print("usage: S3_ENDPOINT_URL=http://host:9000 create_buckets.py BUCKET [...]", file=sys.stderr)
+        print(
+            "usage: S3_ENDPOINT_URL=http://host:9000 create_buckets.py BUCKET [...]",
+            file=sys.stderr,
+        )
         return 2
     try:
         for line in ensure_buckets(endpoint, argv[1:]):

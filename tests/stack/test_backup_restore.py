@@ -14,7 +14,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from conftest import REPO, tail
+from stackenv import REPO, tail
 
 BACKUP = REPO / "mlflow-stack" / "backup.sh"
 RESTORE = REPO / "mlflow-stack" / "restore.sh"
@@ -23,7 +23,9 @@ RESTORE = REPO / "mlflow-stack" / "restore.sh"
 class MLflow:
     def __init__(self, endpoints: dict, state: Path):
         self.url = endpoints["mlflow_tracking_uri"]
-        password = (state / "secrets" / Path(endpoints["mlflow_password_file"]).name).read_text().strip()
+        password = (
+            (state / "secrets" / Path(endpoints["mlflow_password_file"]).name).read_text().strip()
+        )
         token = base64.b64encode(f"{endpoints['mlflow_username']}:{password}".encode()).decode()
         self.headers = {"Authorization": f"Basic {token}"}
 
@@ -68,17 +70,28 @@ def test_run_survives_backup_drop_restore(stack, tmp_path):
     mlflow = MLflow(stack["endpoints"], stack["state"])
     mlflow.wait_healthy()
     name = f"backup-restore-{int(time.time())}"
-    exp_id = mlflow.call("POST", "/api/2.0/mlflow/experiments/create", {"name": name})["experiment_id"]
-    run = mlflow.call("POST", "/api/2.0/mlflow/runs/create", {"experiment_id": exp_id, "run_name": "kept"})
+    exp_id = mlflow.call("POST", "/api/2.0/mlflow/experiments/create", {"name": name})[
+        "experiment_id"
+    ]
+    run = mlflow.call(
+        "POST", "/api/2.0/mlflow/runs/create", {"experiment_id": exp_id, "run_name": "kept"}
+    )
     run_id = run["run"]["info"]["run_id"]
-    mlflow.call("POST", "/api/2.0/mlflow/runs/log-metric",
-                {"run_id": run_id, "key": "accuracy", "value": 0.93, "timestamp": 0, "step": 1})
+    mlflow.call(
+        "POST",
+        "/api/2.0/mlflow/runs/log-metric",
+        {"run_id": run_id, "key": "accuracy", "value": 0.93, "timestamp": 0, "step": 1},
+    )
     artifact = f"/api/2.0/mlflow-artifacts/artifacts/{exp_id}/{run_id}/artifacts/model.txt"
     mlflow.call("PUT", artifact, b"weights v1", raw=True)
 
     out = sh("bash", str(BACKUP), str(tmp_path))
     backup_dir = Path(out.stdout.strip().splitlines()[-1])
-    assert {p.name for p in backup_dir.iterdir()} >= {"tracking.dump", "auth.dump", "artifacts.tar.gz"}
+    assert {p.name for p in backup_dir.iterdir()} >= {
+        "tracking.dump",
+        "auth.dump",
+        "artifacts.tar.gz",
+    }
 
     # Lose everything: server stopped, both databases dropped, artifacts deleted.
     artifacts_dir = Path(stack["endpoints"]["mlflow_artifact_location"])

@@ -12,7 +12,7 @@ import re
 import stat
 
 import pytest
-from conftest import ANSIBLE_DIR, ANSIBLE_VENV, ROLES_DIR, run, tail
+from stackenv import ANSIBLE_DIR, ANSIBLE_VENV, ROLES_DIR, run, tail
 
 ROLES = ["common", "postgresql", "minio", "mlflow", "ray"]
 
@@ -24,7 +24,9 @@ def test_ansible_lint_production_profile_passes():
 
 @pytest.mark.parametrize("role", ROLES)
 def test_molecule_scenario(role):
-    proc = run([str(ANSIBLE_VENV / "bin" / "molecule"), "test", "-s", "default"], cwd=ROLES_DIR / role)
+    proc = run(
+        [str(ANSIBLE_VENV / "bin" / "molecule"), "test", "-s", "default"], cwd=ROLES_DIR / role
+    )
     assert proc.returncode == 0, tail(proc, 80)
     assert re.search(r"idempotence: Executed: Successful", proc.stdout + proc.stderr), tail(proc)
     assert re.search(r"verify: Executed: Successful", proc.stdout + proc.stderr), tail(proc)
