@@ -33,7 +33,7 @@ def test_molecule_scenario(role):
 
 
 def test_site_second_run_changes_nothing(stack):
-    second = run(stack["cmd"])
+    second = stack["second"]
     assert second.returncode == 0, tail(second)
     recap = re.search(r"localhost\s*:\s*ok=\d+\s+changed=(\d+)", second.stdout)
     assert recap and recap.group(1) == "0", tail(second)
