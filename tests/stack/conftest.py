@@ -1,0 +1,69 @@
+"""Fixtures for the stack tests: the Ansible venv, a converged local stack, and cleanup.
+
+These tests configure this machine itself (apt packages, system users, services under
+supervisor), so they need root, as on CI. Services the tests started are stopped at the end
+through supervisorctl (never by process name), and supervisord is shut down again when the
+tests were the ones to start it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pytest
+from stackenv import (
+    ANSIBLE_DIR,
+    ANSIBLE_VENV,
+    NO_MINIO,
+    STACK_PROGRAMS,
+    run,
+    supervisor_status,
+    tail,
+)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _requirements_and_cleanup():
+    if os.geteuid() != 0:
+        pytest.skip("stack tests configure this machine (apt, users, services): run them as root")
+    if not (ANSIBLE_VENV / "bin" / "ansible-playbook").exists():
+        pytest.skip(
+            f"no Ansible venv at {ANSIBLE_VENV}: python3 -m venv .venv-ansible && "
+            ".venv-ansible/bin/pip install -r ansible/requirements.txt"
+        )
+    before = supervisor_status()
+    yield
+    after = supervisor_status()
+    if after is None:
+        return
+    for program in STACK_PROGRAMS:
+        was_running = before is not None and before.get(program) == "RUNNING"
+        if program in after and not was_running:
+            subprocess.run(["supervisorctl", "stop", program], capture_output=True, timeout=120)
+    if before is None:
+        subprocess.run(["supervisorctl", "shutdown"], capture_output=True, timeout=120)
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory) -> dict:
+    """The whole stack converged on this machine by site.yml with the local inventory."""
+    state = tmp_path_factory.mktemp("stack-state")
+    cmd = [
+        str(ANSIBLE_VENV / "bin" / "ansible-playbook"),
+        "-i",
+        str(ANSIBLE_DIR / "inventories" / "local" / "hosts.yml"),
+        str(ANSIBLE_DIR / "site.yml"),
+        "-e",
+        f"stack_state_dir={state}",
+        "-e",
+        f"minio_download_url={NO_MINIO}",
+    ]
+    first = run(cmd)
+    assert first.returncode == 0, tail(first)
+    # The second run comes right away: molecule scenarios in between would change the
+    # generated passwords on this host (they use state directories of their own).
+    second = run(cmd)
+    endpoints = json.loads((state / "endpoints.json").read_text())
+    return {"state": state, "first": first, "second": second, "endpoints": endpoints}

@@ -1,0 +1,59 @@
+"""Paths, the Ansible environment and subprocess helpers shared by the stack tests."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+ANSIBLE_DIR = REPO / "ansible"
+ROLES_DIR = ANSIBLE_DIR / "roles"
+ANSIBLE_VENV = Path(os.environ.get("ANSIBLE_VENV", REPO / ".venv-ansible"))
+# Programs the roles put under supervisor on this kind of host.
+STACK_PROGRAMS = ["mlflow", "ray-head", "ray-worker", "minio", "postgresql"]
+# No MinIO binary can be fetched here: point the role at a path that does not exist so it
+# skips cleanly instead of trying the network.
+NO_MINIO = "/nonexistent/minio-binary-not-available"
+
+
+def ansible_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = f"{ANSIBLE_VENV / 'bin'}:{env.get('PATH', '')}"
+    env["ANSIBLE_ROLES_PATH"] = str(ROLES_DIR)
+    env["ANSIBLE_CONFIG"] = str(ANSIBLE_DIR / "ansible.cfg")
+    env["ANSIBLE_FORCE_COLOR"] = "0"
+    env["NO_COLOR"] = "1"
+    env["PY_COLORS"] = "0"
+    env["PYTEST_ADDOPTS"] = "-p no:pytest-ansible"
+    env.pop("STACK_STATE_DIR", None)
+    return env
+
+
+def run(cmd: list[str], cwd: Path = REPO, timeout: int = 1200, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        cmd,
+        cwd=cwd,
+        env=kw.pop("env", ansible_env()),
+        text=True,
+        capture_output=True,
+        stdin=subprocess.DEVNULL,
+        timeout=timeout,
+        **kw,
+    )
+
+
+def tail(proc: subprocess.CompletedProcess, n: int = 60) -> str:
+    return "\n".join((proc.stdout + proc.stderr).splitlines()[-n:])
+
+
+def supervisor_status() -> dict[str, str] | None:
+    """Program -> state, or None when supervisord is not running."""
+    if shutil.which("supervisorctl") is None:
+        return None
+    pid = subprocess.run(["supervisorctl", "pid"], capture_output=True, text=True)
+    if pid.returncode != 0 or not pid.stdout.strip().isdigit():
+        return None
+    out = subprocess.run(["supervisorctl", "status"], capture_output=True, text=True).stdout
+    return {line.split()[0]: line.split()[1] for line in out.splitlines() if line.strip()}
