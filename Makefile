@@ -3,17 +3,26 @@
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 READY  := $(VENV)/.ready
+# Ansible, molecule and ansible-lint live in a venv of their own (their pins clash with nothing
+# of the training stack, and the roles install the services' own venvs on the hosts).
+ANSIBLE_VENV  ?= .venv-ansible
+ANSIBLE_READY := $(ANSIBLE_VENV)/.ready
 
 .DEFAULT_GOAL := help
-.PHONY: help venv train bench tune settings ui test lint
+.PHONY: help venv ansible-venv train bench tune settings ui test test-stack lint
 
 help: ## list the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(READY): requirements.txt pyproject.toml
 	python3 -m venv $(VENV) && $(VENV)/bin/pip install -q --upgrade pip && $(VENV)/bin/pip install -q -r requirements.txt -e . && touch $@
 
 venv: $(READY) ## create the Python environment (done automatically by the targets that need it)
+
+$(ANSIBLE_READY): ansible/requirements.txt
+	python3 -m venv $(ANSIBLE_VENV) && $(ANSIBLE_VENV)/bin/pip install -q --upgrade pip && $(ANSIBLE_VENV)/bin/pip install -q -r ansible/requirements.txt && touch $@
+
+ansible-venv: $(ANSIBLE_READY) ## create the Ansible tooling environment (automatic too)
 
 train: $(READY) ## fine-tune TASK=classify|fakenews|summarize (PROFILE= MODEL= DATA= RESUME=1 ...)
 	$(PY) -m training train $(ARGS)
@@ -30,8 +39,11 @@ settings: $(READY) ## list every training setting, its make variable and default
 ui: $(READY) ## MLflow UI for runs tracked without a stack (http://127.0.0.1:5000)
 	$(PY) -m training ui
 
-test: $(READY) ## run the test suite
+test: $(READY) $(ANSIBLE_READY) ## run the test suite (the stack tests need root: they configure this machine)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-lint: $(READY) ## ruff over the Python code
-	$(VENV)/bin/ruff check training tests
+test-stack: $(READY) $(ANSIBLE_READY) ## only the stack tests: molecule per role, site.yml, backup/restore
+	$(PY) -m pytest tests/stack $(PYTEST_ARGS)
+
+lint: $(READY) $(ANSIBLE_READY) ## ruff over the Python code, ansible-lint (production profile) over ansible/
+	$(VENV)/bin/ruff check training tests mlflow-stack && cd ansible && ../$(ANSIBLE_VENV)/bin/ansible-lint
