@@ -11,11 +11,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from training.targets import REPO_ROOT
-
-
-def reports_root() -> Path:
-    return Path(os.environ.get("REPORTS_DIR") or REPO_ROOT / "reports")
+from training.targets import reports_root
 
 
 def _fmt(value, digits: int = 3) -> str:

@@ -37,6 +37,11 @@ class Target:
         return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
 
 
+def reports_root() -> Path:
+    """Where bench and tune reports go: `reports/` in the repo, or REPORTS_DIR."""
+    return Path(os.environ.get("REPORTS_DIR") or REPO_ROOT / "reports").resolve()
+
+
 def state_root() -> Path:
     return Path(os.environ.get("STACK_DIR") or REPO_ROOT / ".stack").resolve()
 

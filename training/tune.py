@@ -39,7 +39,7 @@ from training import data as datamod
 from training.config import TrainConfig, build_config, read_yaml_mapping
 from training.errors import UserError
 from training.progress import console
-from training.targets import REPO_ROOT, Target
+from training.targets import Target, reports_root
 from training.tasks import TASKS, Task
 
 SEARCH_RECORD = "search.json"
@@ -437,10 +437,6 @@ def run_trial(params: dict, setup: dict, frames: dict) -> None:
 
 
 # --- the search --------------------------------------------------------------------------------
-
-
-def reports_root() -> Path:
-    return Path(os.environ.get("REPORTS_DIR") or REPO_ROOT / "reports").resolve()
 
 
 def _start_parent(p: SearchPlan, experiment_id: str, source: models.ModelSource) -> str:
