@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from training.errors import UserError
+from training.errors import UserError, root_cause
 
 COLUMNS = [
     "task", "strategy", "workers", "batch_size", "steps", "step_time_median_s",
@@ -280,18 +280,10 @@ def run_matrix(
         try:
             row.update(run_cell(cell), status="ok", error="")
         except Exception as exc:  # a failed cell (OOM, lost worker) must not stop the matrix
-            row.update(status="failed", error=_one_line(exc))
+            row.update(status="failed", error=root_cause(exc)[:300])
         rows.append(row)
         on_done(cell, row)
     return add_scaling(rows)
-
-
-def _one_line(exc: BaseException) -> str:
-    seen = exc
-    while seen.__cause__ is not None or getattr(seen, "cause", None) is not None:
-        seen = seen.__cause__ or seen.cause
-    lines = [line for line in str(seen).strip().splitlines() if line.strip()]
-    return f"{type(seen).__name__}: {lines[-1] if lines else ''}"[:300]
 
 
 def environment_axes(

@@ -15,7 +15,7 @@ from pathlib import Path
 from training import cluster, models, tracking
 from training import data as datamod
 from training.config import TrainConfig, build_config, validate
-from training.errors import UserError
+from training.errors import UserError, root_cause
 from training.progress import TrainingProgress, console, final_table
 from training.targets import Target
 from training.tasks import TASKS, Task
@@ -241,7 +241,7 @@ def run(p: RunPlan) -> dict:
     except Exception as exc:
         mlflow_client.set_terminated(run_id, status="FAILED")
         raise UserError(
-            f"training failed: {_root_cause(exc)}; checkpoints are kept, fix the "
+            f"training failed: {root_cause(exc)}; checkpoints are kept, fix the "
             f"cause and continue with RUN_NAME={p.run_name}"
         ) from None
 
@@ -261,12 +261,3 @@ def run(p: RunPlan) -> dict:
     if target.embedded:
         console.print("view runs with `make ui` (MLflow UI on http://127.0.0.1:5000)")
     return metrics
-
-
-def _root_cause(exc: BaseException) -> str:
-    """The innermost error of a Ray failure, in one line."""
-    seen = exc
-    while seen.__cause__ is not None or getattr(seen, "cause", None) is not None:
-        seen = seen.__cause__ or seen.cause
-    text = str(seen).strip().splitlines()
-    return f"{type(seen).__name__}: {text[-1] if text else ''}"
