@@ -64,16 +64,12 @@ def session_processes(sid: int) -> list[str]:
     return [line.split()[1] for line in out.splitlines() if line.split()[0] == str(sid)]
 
 
-def kill_after_first_checkpoint(
-    state_dir: Path, run_name: str, args: list[str], **settings: str
-) -> int:
-    """Start a training run, SIGKILL it once Ray has committed a checkpoint, and return the
-    step of the checkpoint a resume will start from."""
-    run_dir = state_dir / "embedded" / "runs" / run_name
-    snapshot = run_dir / "checkpoint_manager_snapshot.json"
+def kill_when(state_dir: Path, args: list[str], ready, what: str, **settings: str) -> None:
+    """Run the CLI with `args`, SIGKILL it as soon as `ready()` holds, and wait until every
+    process it started is gone."""
     # Its own session, so the kill reaches the run and every process it started, and no other.
     proc = subprocess.Popen(
-        [sys.executable, "-m", "training", "train", f"run_name={run_name}", *args],
+        [sys.executable, "-m", "training", *args],
         cwd=REPO,
         env=cli_env(state_dir, **settings),
         stdout=subprocess.DEVNULL,
@@ -81,13 +77,29 @@ def kill_after_first_checkpoint(
         start_new_session=True,
     )
     deadline = time.monotonic() + 300
-    while not snapshot.exists() and proc.poll() is None:
-        assert time.monotonic() < deadline, "no checkpoint within 5 minutes"
+    while not ready() and proc.poll() is None:
+        assert time.monotonic() < deadline, f"no {what} within 5 minutes"
         time.sleep(0.1)
+    assert proc.poll() is None, f"the run ended before it could be killed after its {what}"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     while session_processes(proc.pid) and time.monotonic() < deadline:
         time.sleep(0.5)  # Ray's workers exit once their raylet is gone
     assert not session_processes(proc.pid)
+
+
+def kill_after_first_checkpoint(
+    state_dir: Path, run_name: str, args: list[str], **settings: str
+) -> int:
+    """Start a training run, SIGKILL it once Ray has committed a checkpoint, and return the
+    step of the checkpoint a resume will start from."""
+    snapshot = state_dir / "embedded" / "runs" / run_name / "checkpoint_manager_snapshot.json"
+    kill_when(
+        state_dir,
+        ["train", f"run_name={run_name}", *args],
+        snapshot.exists,
+        "checkpoint",
+        **settings,
+    )
     # Ray's snapshot names the last checkpoint it committed: that is where a resume starts.
     return json.loads(snapshot.read_text())["latest_checkpoint_result"]["metrics"]["step"]

@@ -6,11 +6,6 @@ from __future__ import annotations
 
 import glob
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import mlflow
@@ -18,7 +13,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from tests.conftest import REPO, cli_env, run_cli
+from tests.conftest import kill_when, run_cli
 from tests.training.test_cli_errors import assert_refused
 from training.config import TrainConfig
 from training.tasks import TASKS
@@ -150,35 +145,18 @@ def terminated_trials(search_dir: Path) -> set[str]:
     return done
 
 
-def session_processes(sid: int) -> list[str]:
-    out = subprocess.run(["ps", "-eo", "sid=,pid="], capture_output=True, text=True).stdout
-    return [line.split()[1] for line in out.splitlines() if line.split()[0] == str(sid)]
-
-
-@pytest.mark.slow
 def test_interrupted_search_resumes_without_repeating_finished_trials(tmp_path):
     state, reports = tmp_path / "state", tmp_path / "reports"
     space = write_space(tmp_path, samples=3)
     search_dir = state / "embedded" / "runs" / "resumable"
     settings = {"TASK": "classify", "SPACE": str(space), "REPORTS_DIR": str(reports)}
-    # Its own session, so the kill reaches the search and every process it started.
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "training", "tune", "run_name=resumable", *SEARCH_ARGS],
-        cwd=REPO,
-        env=cli_env(state, **settings),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
+    kill_when(
+        state,
+        ["tune", "run_name=resumable", *SEARCH_ARGS],
+        lambda: terminated_trials(search_dir),
+        "finished trial",
+        **settings,
     )
-    deadline = time.monotonic() + 300
-    while not terminated_trials(search_dir) and proc.poll() is None:
-        assert time.monotonic() < deadline, "no finished trial within 5 minutes"
-        time.sleep(0.2)
-    assert proc.poll() is None, "the search ended before it could be interrupted"
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    while session_processes(proc.pid) and time.monotonic() < deadline:
-        time.sleep(0.5)
     finished = terminated_trials(search_dir)
     assert 0 < len(finished) < 3, "the kill should land mid-search"
 
