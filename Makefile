@@ -9,7 +9,7 @@ ANSIBLE_VENV  ?= .venv-ansible
 ANSIBLE_READY := $(ANSIBLE_VENV)/.ready
 
 .DEFAULT_GOAL := help
-.PHONY: help venv ansible-venv train bench tune settings ui test test-stack lint
+.PHONY: help venv ansible-venv up status down backup logs cancel train bench tune settings ui test test-stack lint
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -23,6 +23,24 @@ $(ANSIBLE_READY): ansible/requirements.txt
 	python3 -m venv $(ANSIBLE_VENV) && $(ANSIBLE_VENV)/bin/pip install -q --upgrade pip && $(ANSIBLE_VENV)/bin/pip install -q -r ansible/requirements.txt && touch $@
 
 ansible-venv: $(ANSIBLE_READY) ## create the Ansible tooling environment (automatic too)
+
+up: $(READY) $(ANSIBLE_READY) ## configure the stack on CLOUD=local (MLflow, PostgreSQL, MinIO, Ray); re-run to repair
+	$(PY) -m stack up
+
+status: $(READY) ## what is up, the health of each service, URLs and logins
+	$(PY) -m stack status
+
+down: $(READY) $(ANSIBLE_READY) ## stop the stack, keep its data (PURGE=1: back up, then delete the data)
+	$(PY) -m stack down
+
+backup: $(READY) $(ANSIBLE_READY) ## back MLflow's databases and artifacts up into .stack/backups/
+	$(PY) -m stack backup
+
+logs: $(READY) ## follow a training job on the stack: JOB=<id>
+	$(PY) -m training logs $(JOB)
+
+cancel: $(READY) ## stop a training job on the stack: JOB=<id>
+	$(PY) -m training cancel $(JOB)
 
 train: $(READY) ## fine-tune TASK=classify|fakenews|summarize (PROFILE= MODEL= DATA= RESUME=1 ...)
 	$(PY) -m training train $(ARGS)
@@ -46,4 +64,4 @@ test-stack: $(READY) $(ANSIBLE_READY) ## only the stack tests: molecule per role
 	$(PY) -m pytest tests/stack $(PYTEST_ARGS)
 
 lint: $(READY) $(ANSIBLE_READY) ## ruff over the Python code, ansible-lint (production profile) over ansible/
-	$(VENV)/bin/ruff check training tests mlflow-stack && cd ansible && ../$(ANSIBLE_VENV)/bin/ansible-lint
+	$(VENV)/bin/ruff check training stack tests mlflow-stack && cd ansible && ../$(ANSIBLE_VENV)/bin/ansible-lint

@@ -31,6 +31,9 @@ SCRUBBED = (
     "SPACE",
     "TUNE_SAMPLES",
     "REPORTS_DIR",
+    "CLOUD",
+    "STACK_NAME",
+    "PURGE",
 )
 
 

@@ -2,7 +2,9 @@
 
 Settings come, lowest precedence first, from the task/profile defaults, a CONFIG=<yaml> file,
 upper-case environment variables (make variables: TASK=, PROFILE=, LEARNING_RATE=, ...) and
-`key=value` arguments. A user error prints one line and exits 2."""
+`key=value` arguments. With a stack up (`make up`), train/tune/bench run as a job on its Ray
+cluster (`logs JOB` follows one, `cancel JOB` stops it). A user error prints one line and
+exits 2."""
 
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ def _quiet() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # we print our own
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # not its database set-up chatter
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=UserWarning)
@@ -35,11 +38,22 @@ def cmd_train(assignments: list[str]) -> int:
     explicit = {k: v for layer in layers for k, v in layer.items()}
     target = targets.resolve()
     cfg = runner.resolve_config(layers, target)
+    if target.stack:
+        return _submit("train", cfg, explicit, target)
     chosen = "PROFILE" if explicit.get("profile") else f"default for target {target.name}"
     print(f"profile: {cfg.profile} ({chosen}; PROFILE=smoke|local|full to change)")
     plan = runner.plan(cfg, explicit, target)
     runner.run(plan)
     return 0
+
+
+def _submit(command: str, cfg, explicit: dict, target) -> int:
+    """Settings are checked here, then the command runs as a job on the stack."""
+    from training import jobs
+    from training.config import validate
+
+    validate(cfg)
+    return jobs.submit(command, explicit, target.stack, os.environ.get("SPACE", ""))
 
 
 def _user_layers(assignments: list[str]) -> list[dict]:
@@ -60,8 +74,11 @@ def cmd_bench(assignments: list[str]) -> int:
     from training.tasks import TASKS
 
     target = targets.resolve()
+    layers = _user_layers(assignments)
     # A small evaluation keeps each cell short; the metric is a snapshot after a few steps.
-    cfg = runner.resolve_config([{"max_eval_samples": 128}, *_user_layers(assignments)], target)
+    cfg = runner.resolve_config([{"max_eval_samples": 128}, *layers], target)
+    if target.stack:
+        return _submit("bench", cfg, {k: v for layer in layers for k, v in layer.items()}, target)
     bench.environment_axes(capacity=os.cpu_count() or 1)  # bad axes fail before any work
     print(f"profile: {cfg.profile}")
     task = TASKS[cfg.task]
@@ -84,6 +101,8 @@ def cmd_tune(assignments: list[str]) -> int:
     explicit = {k: v for layer in layers for k, v in layer.items()}
     target = targets.resolve()
     cfg = runner.resolve_config(layers, target)
+    if target.stack:
+        return _submit("tune", cfg, explicit, target)
     print(f"profile: {cfg.profile} (PROFILE=smoke|local|full to change)")
     search = tune.plan(
         cfg,
@@ -93,6 +112,20 @@ def cmd_tune(assignments: list[str]) -> int:
         samples=os.environ.get("TUNE_SAMPLES", ""),
     )
     tune.run(search)
+    return 0
+
+
+def cmd_job(action: str, job_id: str) -> int:
+    from training import jobs, targets
+
+    endpoints = targets.stack_endpoints()
+    if endpoints is None:
+        raise UserError("no stack is up, so there are no jobs; `make up` starts one")
+    if not job_id:
+        raise UserError(f"`make {action}` needs JOB=<id>; `make status` lists running jobs")
+    if action == "logs":
+        return jobs.follow(job_id, endpoints)
+    jobs.cancel(job_id, endpoints)
     return 0
 
 
@@ -148,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("ui", help="MLflow UI over the embedded store")
     bench_cmd = sub.add_parser("bench", help="DDP vs FSDP x workers x batch size, with a report")
     bench_cmd.add_argument("settings", nargs="*", metavar="key=value")
+    for action, text in (("logs", "follow a job on the stack"), ("cancel", "stop a job")):
+        job = sub.add_parser(action, help=text)
+        job.add_argument("job", nargs="?", default="", metavar="JOB")
     args = parser.parse_args(argv)
     _quiet()
     try:
@@ -159,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_tune(args.settings)
         if args.command == "ui":
             return cmd_ui()
+        if args.command in ("logs", "cancel"):
+            return cmd_job(args.command, args.job)
         return cmd_settings()
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)

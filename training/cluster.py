@@ -1,4 +1,5 @@
-"""The embedded Ray cluster (no stack up) and how workers are placed on it."""
+"""The Ray cluster a command runs on (the embedded one, or the stack's inside a job) and how
+workers are placed on it."""
 
 from __future__ import annotations
 
@@ -6,14 +7,20 @@ import os
 
 from training import tracking
 from training.errors import UserError
+from training.targets import in_job
 
 
 def start(workers: int, tracking_uri: str) -> int:
-    """Start the in-process Ray cluster; returns its GPU count."""
+    """Start the in-process Ray cluster, or join the stack's inside a job; returns its GPUs."""
     import ray
 
     from training.loop import worker_environment
 
+    if in_job():
+        # The job's runtime environment (code, settings) and the nodes' own environment
+        # (tracking, storage) already reach every worker.
+        ray.init(address="auto", log_to_driver=False, logging_level="ERROR")
+        return _check_gpus(workers, "the stack")
     # Token auth would be switched on silently by a stray ~/.ray/auth_token (ENVIRONMENT.md),
     # so the embedded cluster sets its mode explicitly.
     os.environ["RAY_AUTH_MODE"] = "disabled"
@@ -33,16 +40,23 @@ def start(workers: int, tracking_uri: str) -> int:
             }
         },
     )
+    return _check_gpus(workers, "this machine")
+
+
+def _check_gpus(workers: int, where: str) -> int:
+    import ray
+
     gpus = int(ray.cluster_resources().get("GPU", 0))
     if 0 < gpus < workers:
         raise UserError(
-            f"{workers} workers need {workers} GPUs (one per worker); this machine has "
+            f"{workers} workers need {workers} GPUs (one per worker); {where} has "
             f"{gpus}: ask for {gpus} or fewer"
         )
     return gpus
 
 
 def per_worker(workers: int, use_gpu: bool) -> dict[str, float]:
-    """One GPU per worker on GPU hosts; the cores shared out (at least one each)."""
-    cpus = max(1, (os.cpu_count() or 1) // workers)
+    """One GPU per worker on GPU hosts; the cores shared out (at least one each). On a stack
+    the workers may land on other nodes: one core each, the rest to whoever needs it."""
+    cpus = 1 if in_job() else max(1, (os.cpu_count() or 1) // workers)
     return {"GPU": 1, "CPU": cpus} if use_gpu else {"CPU": cpus}

@@ -1,10 +1,15 @@
-"""Where a run tracks and stores: environment overrides, else the embedded default.
+"""Where a run tracks and stores: a stack, environment overrides, or the embedded default.
 
-Embedded default (no stack up): an in-process Ray cluster, MLflow's own SQLite store and local
-checkpoints, all under the repo's state folder `.stack/embedded/` (git-ignored)."""
+- A stack is up (`make up`; its `.stack/<name>/endpoints.json`): the command is submitted as a
+  Ray job to the stack's cluster (training/jobs.py).
+- Inside such a job: the Ray nodes' environment names the stack's MLflow, checkpoint storage
+  and the folder for run records (TRAINING_STATE_DIR), all set by the Ansible ray role.
+- Embedded default (no stack up): an in-process Ray cluster, MLflow's own SQLite store and local
+  checkpoints, all under the repo's state folder `.stack/embedded/` (git-ignored)."""
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +24,8 @@ class Target:
     tracking_uri: str
     runs_root: str  # Ray storage path: a local folder or s3://bucket/prefix
     artifact_root: str | None  # where a new MLflow experiment keeps artifacts (embedded only)
+    stack: dict | None = None  # endpoints of the stack to submit jobs to (client side only)
+    in_job: bool = False  # running as a job on a stack's Ray cluster
 
     @property
     def embedded(self) -> bool:
@@ -46,9 +53,41 @@ def state_root() -> Path:
     return Path(os.environ.get("STACK_DIR") or REPO_ROOT / ".stack").resolve()
 
 
+def in_job() -> bool:
+    """Running as a Ray job on a stack (the job supervisor sets RAY_ADDRESS, the ray role
+    TRAINING_STATE_DIR)."""
+    return bool(os.environ.get("RAY_ADDRESS") and os.environ.get("TRAINING_STATE_DIR"))
+
+
+def stack_name() -> str:
+    return os.environ.get("STACK_NAME") or os.environ.get("CLOUD") or "local"
+
+
+def stack_endpoints() -> dict | None:
+    """The endpoints of the stack that is up (`make up` was the last word), else None."""
+    folder = state_root() / stack_name()
+    record = folder / "stack.json"
+    if not record.is_file() or json.loads(record.read_text()).get("state") != "up":
+        return None
+    return json.loads((folder / "endpoints.json").read_text())
+
+
 def resolve() -> Target:
+    if in_job():
+        return Target(
+            "local",
+            Path(os.environ["TRAINING_STATE_DIR"]),
+            os.environ["MLFLOW_TRACKING_URI"],
+            os.environ["CHECKPOINT_STORAGE"],
+            None,
+            in_job=True,
+        )
     state = state_root() / "embedded"
     tracking = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{state / 'mlflow.db'}"
     runs = os.environ.get("CHECKPOINT_STORAGE") or str(state / "runs")
     artifacts = str(state / "mlartifacts") if tracking.startswith("sqlite:") else None
-    return Target("local", state, tracking, runs, artifacts)
+    explicit = os.environ.get("MLFLOW_TRACKING_URI") or os.environ.get("CHECKPOINT_STORAGE")
+    stack = None if explicit else stack_endpoints()
+    if stack is not None:
+        tracking = stack["mlflow_tracking_uri"]
+    return Target("local", state, tracking, runs, artifacts, stack=stack)

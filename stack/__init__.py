@@ -1,0 +1,1 @@
+"""The stack CLI: `python -m stack up|status|down|backup` (what `make up` etc. run)."""

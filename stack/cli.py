@@ -1,0 +1,214 @@
+"""Command line: `python -m stack up|status|down|backup` (what `make up` etc. run).
+
+CLOUD=local (the default) puts every service on this machine; STACK_NAME names the stack
+(default: the cloud's name), whose state lives in .stack/<name>/. `down` keeps the data unless
+PURGE=1, which first backs it up into .stack/backups/<name>/. A user error prints one line and
+exits 2."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+from rich.console import Console
+from rich.table import Table
+
+from stack import health, inventory, playbook, ports
+from stack.state import AVAILABLE_CLOUDS, CLOUDS, Stack
+from training.errors import UserError
+
+EXIT_USER_ERROR = 2
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+
+
+def current_stack() -> Stack:
+    cloud = os.environ.get("CLOUD") or "local"
+    if cloud not in CLOUDS:
+        raise UserError(f"CLOUD={cloud} is not a target; use one of {', '.join(CLOUDS)}")
+    if cloud not in AVAILABLE_CLOUDS:
+        raise UserError(f"CLOUD={cloud} is not available yet; use CLOUD=local")
+    name = os.environ.get("STACK_NAME") or cloud
+    if name in ("embedded", "backups") or not name.replace("-", "").isalnum():
+        raise UserError(f"STACK_NAME={name!r} is not usable; pick letters, digits and dashes")
+    return Stack(name, cloud)
+
+
+def up(stack: Stack) -> None:
+    _need_root()
+    # Ports are ours after any earlier `up` of this stack (even a failed one) until `down`.
+    ours = stack.record().get("state") in ("up", "starting")
+    if not ours and (busy := ports.taken_ports()):
+        port, name = next(iter(busy.items()))
+        raise UserError(
+            f"port {port} ({name}) is already in use by another program; stop it "
+            f"(`ss -ltnp 'sport = :{port}'` shows which) and run `make up` again"
+        )
+    stack.create()
+    inventory.write(stack)
+    if not ours:
+        stack.save_record(state="starting", updated=_now())
+    started = time.monotonic()
+    outcome = playbook.run(
+        "site.yml", stack.inventory, stack.log_file("up"), what=f"make up ({stack.name})"
+    )
+    endpoints = stack.endpoints()
+    checks = health.wait_healthy(endpoints)
+    stack.save_record(state="up", updated=_now())
+    changes = f"{outcome.changed} change(s)" if outcome.changed else "no changes"
+    console.print(
+        f"stack [bold]{stack.name}[/] is up ({changes}, {time.monotonic() - started:.0f} s); "
+        f"Ansible log: {stack.display(outcome.log)}"
+    )
+    _report(stack, endpoints, checks)
+    if failing := [c for c in checks if not c.healthy]:
+        c = failing[0]
+        raise UserError(f"{c.service} is not healthy: {c.detail}; its log: {c.log}")
+
+
+def status(stack: Stack) -> None:
+    endpoints = stack.endpoints()
+    if endpoints is None or not stack.exists():
+        console.print(f"no stack {stack.name!r}: start one with `make up`")
+        return
+    record = stack.record()
+    state = record.get("state", "unknown")
+    console.print(
+        f"stack [bold]{stack.name}[/] (CLOUD={stack.cloud}): {state} since "
+        f"{record.get('updated', '?')}"
+    )
+    if state == "up":
+        _report(stack, endpoints, health.check_all(endpoints))
+    else:
+        console.print("start it again with `make up` (its data was kept)")
+
+
+def down(stack: Stack, purge: bool) -> None:
+    if not stack.exists():
+        console.print(f"no stack {stack.name!r} here; nothing to take down")
+        return
+    _need_root()
+    inventory.write(stack)
+    if purge:
+        if not stack.is_up:
+            raise UserError(
+                "PURGE=1 backs up MLflow's data before deleting it, which needs the stack "
+                "running: run `make up`, then `make down PURGE=1`"
+            )
+        folder = backup(stack)
+        console.print(f"backed up to {stack.display(folder)}")
+    outcome = playbook.run(
+        "down.yml",
+        stack.inventory,
+        stack.log_file("down"),
+        {"stack_purge": purge},
+        what=f"make down ({stack.name})",
+    )
+    stack.save_record(state="down", updated=_now())
+    if busy := ports.wait_free():
+        held = ", ".join(f"{port} ({name})" for port, name in busy.items())
+        raise UserError(
+            f"services stopped, but ports are still held: {held}; see {stack.display(outcome.log)}"
+        )
+    if purge:
+        shutil.rmtree(stack.folder)
+        console.print(
+            f"stack [bold]{stack.name}[/] is down and its data deleted "
+            f"(backup kept in {stack.display(stack.backups)})"
+        )
+    else:
+        console.print(
+            f"stack [bold]{stack.name}[/] is down; its data is kept "
+            "(`make up` brings it back, `make down PURGE=1` deletes it)"
+        )
+
+
+def backup(stack: Stack):
+    """Back MLflow's databases and artifacts up into .stack/backups/<name>/<dated folder>."""
+    if not stack.is_up:
+        raise UserError(f"stack {stack.name!r} is not up; `make up` first, then `make backup`")
+    stack.backups.mkdir(mode=0o700, parents=True, exist_ok=True)
+    before = set(stack.backups.iterdir())
+    playbook.run(
+        "backup.yml",
+        stack.inventory,
+        stack.log_file("backup"),
+        {"stack_backup_dir": str(stack.backups)},
+        what="backing up MLflow",
+    )
+    (folder,) = set(stack.backups.iterdir()) - before
+    for path in [folder, *folder.iterdir()]:
+        os.chmod(path, 0o700 if path.is_dir() else 0o600)
+    return folder
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def _need_root() -> None:
+    """The local stack installs packages and services on this machine."""
+    if os.geteuid() == 0:
+        return
+    if subprocess.run(["sudo", "-n", "true"], capture_output=True).returncode != 0:
+        raise UserError(
+            "CLOUD=local configures this machine (packages, services) and needs root or "
+            "passwordless sudo; run it as root or with `sudo -v` first"
+        )
+
+
+def _report(stack: Stack, endpoints: dict, checks: list[health.Check]) -> None:
+    table = Table(show_header=True, header_style="bold")
+    for column in ("service", "health", "address", "detail", "log"):
+        table.add_column(column)
+    for c in checks:
+        mark = "[green]ok[/]" if c.healthy else "[red]failing[/]"
+        table.add_row(c.service, mark, c.url, c.detail, c.log)
+    console.print(table)
+    password = stack.display(stack.folder / "secrets" / "mlflow_admin_password")
+    token = stack.display(stack.folder / "secrets" / "ray_auth_token")
+    console.print(
+        f"MLflow UI   {endpoints['mlflow_tracking_uri']}  user "
+        f"{endpoints['mlflow_username']}, password in {password}\n"
+        f"Ray         {endpoints['ray_address']}  token in {token}\n"
+        f"checkpoints {endpoints['checkpoint_storage']}\n"
+        "`make train TASK=classify` now runs as a job on this stack"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m stack",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("up", help="configure the stack (again); prints its URLs and logins")
+    sub.add_parser("status", help="what is up, the health of each service, URLs")
+    sub.add_parser("down", help="stop the services; PURGE=1 also deletes the data (backed up)")
+    sub.add_parser("backup", help="back MLflow's databases and artifacts up")
+    args = parser.parse_args(argv)
+    try:
+        stack = current_stack()
+        if args.command == "up":
+            up(stack)
+        elif args.command == "status":
+            status(stack)
+        elif args.command == "down":
+            down(stack, purge=os.environ.get("PURGE", "") not in ("", "0"))
+        else:
+            console.print(f"backup written to {stack.display(backup(stack))}")
+        return 0
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print(
+            "interrupted; the stack may be half-configured: `make status` shows it, "
+            "`make up` completes it, `make down` stops it",
+            file=sys.stderr,
+        )
+        return 130

@@ -1,0 +1,113 @@
+"""Health of each service of a stack, checked from this machine through its endpoints file:
+what `make status` shows and what `make up` waits for."""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class Check:
+    service: str
+    healthy: bool
+    url: str
+    detail: str
+    log: str
+
+
+def secret(path: str | None) -> str:
+    return Path(path).read_text().strip() if path else ""
+
+
+def _get(url: str, headers: dict | None = None, timeout: float = 5) -> tuple[int, str]:
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, response.read().decode(errors="replace")
+    except urllib.error.HTTPError as err:
+        return err.code, ""
+    except (urllib.error.URLError, OSError) as err:
+        return 0, str(getattr(err, "reason", err))
+
+
+def postgresql(endpoints: dict) -> Check:
+    host, port = endpoints["postgresql_address"].rsplit(":", 1)
+    try:
+        with socket.create_connection((host, int(port)), timeout=3):
+            ok, detail = True, "accepting connections"
+    except OSError as err:
+        ok, detail = False, f"no connection ({err.strerror or err})"
+    return Check("PostgreSQL", ok, f"{host}:{port}", detail, _log(endpoints, "postgresql"))
+
+
+def mlflow(endpoints: dict) -> Check:
+    uri = endpoints["mlflow_tracking_uri"].rstrip("/")
+    log = _log(endpoints, "mlflow")
+    status, _ = _get(f"{uri}/health")
+    if status != 200:
+        return Check("MLflow", False, uri, f"/health answered {status or 'nothing'}", log)
+    login = f"{endpoints['mlflow_username']}:{secret(endpoints['mlflow_password_file'])}"
+    auth = {"Authorization": "Basic " + base64.b64encode(login.encode()).decode()}
+    search = f"{uri}/api/2.0/mlflow/experiments/search?max_results=1000"
+    status, body = _get(search, auth)
+    if status != 200:
+        return Check("MLflow", False, uri, f"the stack's login was refused ({status})", log)
+    experiments = len(json.loads(body).get("experiments", []))
+    return Check("MLflow", True, uri, f"basic auth on, {experiments} experiment(s)", log)
+
+
+def ray(endpoints: dict) -> Check:
+    address = endpoints["ray_address"].rstrip("/")
+    log = _log(endpoints, "ray")
+    token = {"Authorization": f"Bearer {secret(endpoints['ray_auth_token_file'])}"}
+    status, body = _get(f"{address}/api/version", token)
+    if status != 200:
+        return Check("Ray", False, address, f"dashboard answered {status or 'nothing'}", log)
+    version = json.loads(body).get("ray_version", "?")
+    status, body = _get(f"{address}/api/jobs/", token)
+    jobs = json.loads(body) if status == 200 else []
+    running = [j["submission_id"] for j in jobs if j.get("status") in ("PENDING", "RUNNING")]
+    detail = f"Ray {version}, token auth on, {len(running)} job(s) running"
+    if running:
+        detail += ": " + ", ".join(running)
+    return Check("Ray", True, address, detail, log)
+
+
+def minio(endpoints: dict) -> Check:
+    url = endpoints["s3_endpoint"].rstrip("/")
+    status, _ = _get(f"{url}/minio/health/live")
+    return Check(
+        "MinIO",
+        status == 200,
+        url,
+        "live" if status == 200 else f"answered {status or 'nothing'}",
+        _log(endpoints, "minio"),
+    )
+
+
+def check_all(endpoints: dict) -> list[Check]:
+    checks = [postgresql(endpoints), mlflow(endpoints), ray(endpoints)]
+    if endpoints.get("s3_endpoint"):
+        checks.append(minio(endpoints))
+    return checks
+
+
+def wait_healthy(endpoints: dict, timeout: float = 90) -> list[Check]:
+    """Poll until every service is healthy or the time is up; returns the last checks."""
+    deadline = time.monotonic() + timeout
+    while True:
+        checks = check_all(endpoints)
+        if all(c.healthy for c in checks) or time.monotonic() > deadline:
+            return checks
+        time.sleep(3)
+
+
+def _log(endpoints: dict, service: str) -> str:
+    return endpoints.get("service_logs", {}).get(service, "")

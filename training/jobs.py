@@ -1,0 +1,171 @@
+"""Commands on a stack: `make train` (tune, bench) runs as a Ray job on the stack's cluster.
+
+The job carries the current working tree (Ray's working_dir) and the user's settings as
+key=value arguments; tracking, checkpoint storage and their credentials come from the Ray
+nodes' own environment (set by the Ansible ray role), so no secret travels with the job.
+The job's log is streamed here; Ctrl-C leaves the job running and says how to follow or stop it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from training.errors import UserError
+from training.targets import REPO_ROOT
+
+# What stays home: environments, state, outputs, caches. (.gitignore is not used, so that a
+# git-ignored data file in the repository travels too.)
+EXCLUDES = [
+    ".git",
+    ".venv",
+    ".venv-ansible",
+    ".stack",
+    "reports",
+    "mlruns",
+    "mlartifacts",
+    "build",
+    "*.egg-info",
+    "__pycache__",
+    ".pytest_cache",
+    ".ruff_cache",
+]
+# Settings that name files: they must be inside the repository to travel with the job.
+PATH_SETTINGS = ("data", "model")
+PASSED_ENVIRONMENT = ("TUNE_SAMPLES", "BENCH_")
+FINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+
+
+def client(endpoints: dict):
+    from ray.job_submission import JobSubmissionClient
+
+    # Not the SDK's upload and websocket chatter: the job's own log is what the user reads.
+    logging.getLogger("ray").setLevel(logging.ERROR)
+    token_file = endpoints["ray_auth_token_file"]
+    # Set the mode explicitly (ENVIRONMENT.md: a stray ~/.ray/auth_token flips it silently).
+    os.environ["RAY_AUTH_MODE"] = "token"
+    os.environ["RAY_AUTH_TOKEN_PATH"] = token_file
+    token = Path(token_file).read_text().strip()
+    try:
+        return JobSubmissionClient(
+            endpoints["ray_address"], headers={"Authorization": f"Bearer {token}"}
+        )
+    except (ConnectionError, RuntimeError) as exc:
+        raise UserError(
+            f"the stack's Ray cluster at {endpoints['ray_address']} does not answer ({exc}); "
+            "`make status` shows the services"
+        ) from None
+
+
+def carried(value: str, what: str) -> str:
+    """A local file or folder as the job will see it (relative to its working dir)."""
+    path = Path(value).expanduser()
+    if not path.exists():
+        return value  # a hub name, or an error the job reports
+    path = path.resolve()
+    if not path.is_relative_to(REPO_ROOT) or any(
+        part in EXCLUDES for part in path.relative_to(REPO_ROOT).parts
+    ):
+        raise UserError(
+            f"{what}={value} is not inside the repository, so the job on the stack cannot see "
+            "it; copy it into the repository (e.g. a data/ folder) and point to the copy"
+        )
+    return str(path.relative_to(REPO_ROOT))
+
+
+def submit(command: str, settings: dict, endpoints: dict, space_file: str = "") -> int:
+    """Run `python -m training <command>` on the stack; returns its exit code."""
+    args = [command]
+    for key, value in settings.items():
+        if key in PATH_SETTINGS and value:
+            value = carried(str(value), key.upper())
+        args.append(f"{key}={value}")
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k.startswith(PASSED_ENVIRONMENT) or k.startswith("HF_")
+    }
+    if space_file:
+        env["SPACE"] = carried(space_file, "SPACE")
+    from training.loop import worker_environment
+
+    env.update(worker_environment())
+    job_id = f"{command}-{settings.get('task', 'classify')}-{time.strftime('%Y%m%d-%H%M%S')}"
+    jobs = client(endpoints)
+    os.environ["RAY_RUNTIME_ENV_IGNORE_GITIGNORE"] = "1"
+    jobs.submit_job(
+        entrypoint="python -m training " + shlex.join(args),
+        submission_id=job_id,
+        runtime_env={"working_dir": str(REPO_ROOT), "excludes": EXCLUDES, "env_vars": env},
+    )
+    print(f"submitted job {job_id} to the stack's Ray cluster at {endpoints['ray_address']}")
+    return follow(job_id, endpoints)
+
+
+def follow(job_id: str, endpoints: dict) -> int:
+    """Stream a job's log until it ends; its user error becomes ours, one line."""
+    jobs = client(endpoints)
+    _known(jobs, job_id)
+    last_error = ""
+
+    async def stream() -> None:
+        nonlocal last_error
+        async for chunk in jobs.tail_job_logs(job_id):
+            for line in chunk.splitlines(keepends=True):
+                if line.startswith("error: "):
+                    last_error = line.removeprefix("error: ").strip()
+                else:
+                    sys.stdout.write(line)
+            sys.stdout.flush()
+
+    try:
+        asyncio.run(stream())
+    except KeyboardInterrupt:
+        print(
+            f"\njob {job_id} keeps running on the stack; follow it with `make logs "
+            f"JOB={job_id}`, stop it with `make cancel JOB={job_id}`",
+            file=sys.stderr,
+        )
+        return 130
+    status = _final_status(jobs, job_id)
+    if status == "SUCCEEDED":
+        return 0
+    if last_error:
+        raise UserError(last_error)
+    info = jobs.get_job_info(job_id)
+    raise UserError(
+        f"job {job_id} {status.lower()}: {(info.message or '').strip() or 'see its log above'}"
+    )
+
+
+def cancel(job_id: str, endpoints: dict) -> None:
+    jobs = client(endpoints)
+    status = _known(jobs, job_id)
+    if status in FINAL:
+        print(f"job {job_id} already ended ({status.lower()})")
+        return
+    jobs.stop_job(job_id)
+    status = _final_status(jobs, job_id)
+    print(f"job {job_id} {status.lower()}; its checkpoints are kept (RESUME=1 continues it)")
+
+
+def _known(jobs, job_id: str) -> str:
+    try:
+        return str(jobs.get_job_status(job_id).value)
+    except RuntimeError:
+        message = f"no job {job_id!r} on the stack; `make status` lists running jobs"
+        raise UserError(message) from None
+
+
+def _final_status(jobs, job_id: str, timeout: float = 60) -> str:
+    """The job's end state (the log can end a moment before the status does)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status = str(jobs.get_job_status(job_id).value)
+        if status in FINAL or time.monotonic() > deadline:
+            return status
+        time.sleep(1)
