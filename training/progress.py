@@ -26,6 +26,10 @@ class TrainingProgress:
 
     def __init__(self, queue, title: str):
         self.queue = queue
+        self.title = title
+        # Not a terminal (a job's log, CI): a plain line every tenth of the run and per eval.
+        self.plain = not console.is_terminal
+        self.next_line = 0
         self.bar = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -35,6 +39,7 @@ class TrainingProgress:
             TimeRemainingColumn(),
             console=console,
             transient=False,
+            disable=self.plain,
         )
         self.task_id = self.bar.add_task(title, total=None, info="starting Ray workers")
         self.stop = threading.Event()
@@ -62,6 +67,9 @@ class TrainingProgress:
         elif event["kind"] == "start" and event["step"]:
             info = f"resumed at step {event['step']}"
         self.bar.update(self.task_id, total=event["total"], completed=event["step"], info=info)
+        if self.plain and (event["kind"] != "train" or event["step"] >= self.next_line):
+            console.print(f"{self.title} step {event['step']}/{event['total']} {info}")
+            self.next_line = event["step"] + max(1, event["total"] // 10)
 
     def _drain(self) -> None:
         try:

@@ -25,7 +25,9 @@ from stackenv import (
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _requirements_and_cleanup():
+def stop_test_services():
+    """Yields a function that stops the stack programs these tests started (never ones that
+    ran before the session); it runs once more at the end."""
     if os.geteuid() != 0:
         pytest.skip("stack tests configure this machine (apt, users, services): run them as root")
     if not (ANSIBLE_VENV / "bin" / "ansible-playbook").exists():
@@ -34,15 +36,19 @@ def _requirements_and_cleanup():
             ".venv-ansible/bin/pip install -r ansible/requirements.txt"
         )
     before = supervisor_status()
-    yield
-    after = supervisor_status()
-    if after is None:
-        return
-    for program in STACK_PROGRAMS:
-        was_running = before is not None and before.get(program) == "RUNNING"
-        if program in after and not was_running:
-            subprocess.run(["supervisorctl", "stop", program], capture_output=True, timeout=120)
-    if before is None:
+
+    def stop() -> None:
+        after = supervisor_status()
+        if after is None:
+            return
+        for program in STACK_PROGRAMS:
+            was_running = before is not None and before.get(program) == "RUNNING"
+            if program in after and not was_running:
+                subprocess.run(["supervisorctl", "stop", program], capture_output=True, timeout=120)
+
+    yield stop
+    stop()
+    if before is None and supervisor_status() is not None:
         subprocess.run(["supervisorctl", "shutdown"], capture_output=True, timeout=120)
 
 

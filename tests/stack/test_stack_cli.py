@@ -1,0 +1,195 @@
+"""End to end on this machine, through make as a user types it:
+
+make up -> make up (no changes) -> make train TASK=classify (a Ray job on the stack) -> the run,
+its metrics and model on the stack's MLflow (REST, generated login; 401 without) -> make down
+(ports free, again harmless) -> make up refused while a port is taken -> make up -> the run is
+still there -> make down PURGE=1 (backup first, data gone).
+
+The tests run in file order and share one stack in a state folder of their own.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import stat
+import subprocess
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from stackenv import NO_MINIO, REPO, tail
+
+PORTS = [5432, 5000, 6379, 8265, 10001]
+
+
+@pytest.fixture(scope="module")
+def stack_dir(tmp_path_factory, stop_test_services) -> Path:
+    stop_test_services()  # the services earlier tests converged hold the stack's ports
+    return tmp_path_factory.mktemp("stack-cli")
+
+
+def make(stack_dir: Path, *args: str, timeout: int = 1800) -> subprocess.CompletedProcess:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("TASK", "PROFILE", "CLOUD", "STACK_NAME", "PURGE", "MLFLOW_TRACKING_URI",
+                     "CHECKPOINT_STORAGE", "RUN_NAME", "RESUME", "REPORTS_DIR")
+    }
+    env.update(STACK_DIR=str(stack_dir), MINIO_DOWNLOAD_URL=NO_MINIO, PYTHONUNBUFFERED="1")
+    return subprocess.run(
+        ["make", "--no-print-directory", *args], cwd=REPO, env=env, text=True,
+        capture_output=True, stdin=subprocess.DEVNULL, timeout=timeout,
+    )
+
+
+def state(stack_dir: Path) -> Path:
+    return stack_dir / "local"
+
+
+def endpoints(stack_dir: Path) -> dict:
+    return json.loads((state(stack_dir) / "endpoints.json").read_text())
+
+
+def secret(stack_dir: Path, name: str) -> str:
+    return (state(stack_dir) / "secrets" / name).read_text().strip()
+
+
+def get(url: str, headers: dict | None = None) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {})) as r:
+            return r.status, json.loads(r.read() or b"{}")
+    except urllib.error.HTTPError as err:
+        return err.code, {}
+
+
+def mlflow(stack_dir: Path, path: str, auth: bool = True) -> tuple[int, dict]:
+    login = f"admin:{secret(stack_dir, 'mlflow_admin_password')}".encode()
+    headers = {"Authorization": "Basic " + base64.b64encode(login).decode()} if auth else {}
+    return get(f"{endpoints(stack_dir)['mlflow_tracking_uri']}/api/2.0/mlflow/{path}", headers)
+
+
+def classify_runs(stack_dir: Path) -> list[dict]:
+    status, body = mlflow(stack_dir, "experiments/get-by-name?experiment_name=classify")
+    if status != 200:
+        return []
+    experiment = body["experiment"]["experiment_id"]
+    _, body = mlflow(stack_dir, f"runs/search?experiment_ids={experiment}&max_results=1000")
+    return body.get("runs", [])
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_up_configures_a_healthy_stack_and_says_how_to_log_in(stack_dir):
+    proc = make(stack_dir, "up")
+    assert proc.returncode == 0, tail(proc)
+    out = proc.stdout
+    assert "http://127.0.0.1:5000" in out and "http://127.0.0.1:8265" in out, out
+    assert "secrets/mlflow_admin_password" in out and "secrets/ray_auth_token" in out, out
+    assert "failing" not in out, out
+    folder = state(stack_dir)
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    for path in (folder / "secrets").iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+        assert path.read_text().strip() not in proc.stdout + proc.stderr, f"{path.name} printed"
+    for log in (folder / "logs").iterdir():
+        text = log.read_text()
+        for path in (folder / "secrets").iterdir():
+            assert path.read_text().strip() not in text, f"{path.name} in {log.name}"
+
+
+def test_second_up_reports_no_changes(stack_dir):
+    proc = make(stack_dir, "up")
+    assert proc.returncode == 0, tail(proc)
+    assert "no changes" in proc.stdout, tail(proc)
+
+
+def test_services_refuse_requests_without_the_generated_credentials(stack_dir):
+    assert mlflow(stack_dir, "experiments/search?max_results=1", auth=False)[0] == 401
+    assert mlflow(stack_dir, "experiments/search?max_results=1")[0] == 200
+    ray = endpoints(stack_dir)["ray_address"]
+    assert get(f"{ray}/api/jobs/")[0] == 401
+    token = {"Authorization": f"Bearer {secret(stack_dir, 'ray_auth_token')}"}
+    assert get(f"{ray}/api/jobs/", token)[0] == 200
+
+
+def test_train_runs_as_a_ray_job_and_tracks_to_the_stack(stack_dir):
+    proc = make(stack_dir, "train", "TASK=classify", timeout=900)
+    assert proc.returncode == 0, tail(proc)
+    assert "submitted job train-classify-" in proc.stdout, tail(proc)
+    # The job ran on the stack's cluster (its Jobs API knows it) and succeeded.
+    ray = endpoints(stack_dir)["ray_address"]
+    token = {"Authorization": f"Bearer {secret(stack_dir, 'ray_auth_token')}"}
+    _, jobs = get(f"{ray}/api/jobs/", token)
+    ours = [j for j in jobs if j["submission_id"].startswith("train-classify-")]
+    assert [j["status"] for j in ours] == ["SUCCEEDED"], ours
+    # Its run is on the stack's MLflow server, finished, with eval metrics and a model.
+    (run,) = classify_runs(stack_dir)
+    assert run["info"]["status"] == "FINISHED"
+    metrics = {m["key"]: m["value"] for m in run["data"]["metrics"]}
+    assert metrics["eval/accuracy"] > 0.6, metrics
+    status, body = mlflow(stack_dir, "registered-models/get?name=classify")
+    assert status == 200, body
+    versions = body["registered_model"]["latest_versions"]
+    assert any(v["run_id"] == run["info"]["run_id"] for v in versions), versions
+    # And its checkpoints are in the stack's storage.
+    storage = Path(endpoints(stack_dir)["checkpoint_storage"]) / run["info"]["run_name"]
+    assert any(storage.glob("checkpoint_*")), storage
+
+
+def test_bad_settings_fail_here_before_any_job_is_submitted(stack_dir):
+    proc = make(stack_dir, "train", "TASK=classify", "LEARNING_RATE=fast")
+    assert proc.returncode != 0
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "learning_rate" in errors[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "submitted job" not in proc.stdout
+
+
+def test_down_stops_everything_and_frees_the_ports(stack_dir):
+    proc = make(stack_dir, "down")
+    assert proc.returncode == 0, tail(proc)
+    assert not [port for port in PORTS if listening(port)]
+    again = make(stack_dir, "down")
+    assert again.returncode == 0, tail(again)
+    status = make(stack_dir, "status")
+    assert "down" in status.stdout, status.stdout
+
+
+def test_up_refuses_a_port_another_program_holds(stack_dir):
+    with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        squatter.bind(("127.0.0.1", 5000))
+        squatter.listen()
+        proc = make(stack_dir, "up")
+    assert proc.returncode != 0
+    assert "port 5000 (MLflow) is already in use" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_up_again_brings_back_the_earlier_run(stack_dir):
+    proc = make(stack_dir, "up")
+    assert proc.returncode == 0, tail(proc)
+    (run,) = classify_runs(stack_dir)
+    assert run["info"]["status"] == "FINISHED"
+
+
+def test_down_purge_backs_up_then_deletes_the_data(stack_dir):
+    artifacts = Path(endpoints(stack_dir)["mlflow_artifact_location"])
+    checkpoints = Path(endpoints(stack_dir)["checkpoint_storage"])
+    proc = make(stack_dir, "down", "PURGE=1")
+    assert proc.returncode == 0, tail(proc)
+    (backup,) = (stack_dir / "backups" / "local").iterdir()
+    names = {p.name for p in backup.iterdir()}
+    assert {"tracking.dump", "auth.dump", "artifacts.tar.gz"} <= names, names
+    assert not state(stack_dir).exists()
+    assert not artifacts.exists() and not checkpoints.exists()
+    assert not Path("/etc/postgresql/15/main").exists()
+    assert not [port for port in PORTS if listening(port)]
