@@ -36,13 +36,29 @@ def make(stack_dir: Path, *args: str, timeout: int = 1800) -> subprocess.Complet
     env = {
         k: v
         for k, v in os.environ.items()
-        if k not in ("TASK", "PROFILE", "CLOUD", "STACK_NAME", "PURGE", "MLFLOW_TRACKING_URI",
-                     "CHECKPOINT_STORAGE", "RUN_NAME", "RESUME", "REPORTS_DIR")
+        if k
+        not in (
+            "TASK",
+            "PROFILE",
+            "CLOUD",
+            "STACK_NAME",
+            "PURGE",
+            "MLFLOW_TRACKING_URI",
+            "CHECKPOINT_STORAGE",
+            "RUN_NAME",
+            "RESUME",
+            "REPORTS_DIR",
+        )
     }
     env.update(STACK_DIR=str(stack_dir), MINIO_DOWNLOAD_URL=NO_MINIO, PYTHONUNBUFFERED="1")
     return subprocess.run(
-        ["make", "--no-print-directory", *args], cwd=REPO, env=env, text=True,
-        capture_output=True, stdin=subprocess.DEVNULL, timeout=timeout,
+        ["make", "--no-print-directory", *args],
+        cwd=REPO,
+        env=env,
+        text=True,
+        capture_output=True,
+        stdin=subprocess.DEVNULL,
+        timeout=timeout,
     )
 
 
