@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from training import tracking
+from training import storage, tracking
 from training.errors import UserError
 
 
@@ -29,6 +29,7 @@ def start(workers: int, tracking_uri: str) -> int:
             "env_vars": {
                 **worker_environment(),
                 **tracking.environment_for_workers(tracking_uri),
+                **storage.worker_environment(),
                 "RAY_AUTH_MODE": "disabled",
             }
         },
