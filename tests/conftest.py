@@ -26,6 +26,7 @@ SCRUBBED = (
     "WORKERS",
     "STRATEGY",
     "MLFLOW_TRACKING_URI",
+    "MLFLOW_REGISTRY_URI",  # also exported by mlflow.set_registry_uri in the test process
     "CHECKPOINT_STORAGE",
     "HF_HUB_OFFLINE",
     "SPACE",

@@ -176,7 +176,10 @@ def client_settings(s3_endpoint: str, mlflow_url: str, **more: str) -> dict[str,
 
 @contextmanager
 def tracking_at(url: str) -> Iterator[MlflowClient]:
-    """MLflow's global URIs pointed at the server for the block (other tests use their own)."""
+    """MLflow's global URIs pointed at the server for the block, then put back as they were
+    (the setters also export MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI to os.environ)."""
+    variables = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    saved_env = {k: os.environ.get(k) for k in variables}
     before = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
     mlflow.set_tracking_uri(url)
     mlflow.set_registry_uri(url)
@@ -185,6 +188,11 @@ def tracking_at(url: str) -> Iterator[MlflowClient]:
     finally:
         mlflow.set_tracking_uri(before[0])
         mlflow.set_registry_uri(before[1])
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def only_run(client: MlflowClient, run_name: str):
