@@ -82,12 +82,12 @@ def check(storage_path: str) -> None:
         return
     from pyarrow.fs import FileSystem, FileType
 
-    path, filesystem = ray_storage(storage_path)
+    _, filesystem = ray_storage(storage_path)
     bucket = storage_path.removeprefix("s3://").split("/", 1)[0]
     where = f"at {endpoint()}" if endpoint() else "on AWS (no AWS_ENDPOINT_URL set)"
     try:
         if filesystem is None:
-            filesystem, path = FileSystem.from_uri(storage_path)
+            filesystem, _ = FileSystem.from_uri(storage_path)
         found = filesystem.get_file_info(bucket).type
     except (OSError, ValueError) as exc:
         raise UserError(
