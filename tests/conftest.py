@@ -26,6 +26,7 @@ SCRUBBED = (
     "WORKERS",
     "STRATEGY",
     "MLFLOW_TRACKING_URI",
+    "MLFLOW_REGISTRY_URI",  # also exported by mlflow.set_registry_uri in the test process
     "CHECKPOINT_STORAGE",
     "HF_HUB_OFFLINE",
     "SPACE",
@@ -34,6 +35,12 @@ SCRUBBED = (
     "CLOUD",
     "STACK_NAME",
     "PURGE",
+    "MLFLOW_S3_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
 )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from training import tracking
+from training import storage, tracking
 from training.errors import UserError
 from training.targets import in_job
 
@@ -36,6 +36,7 @@ def start(workers: int, tracking_uri: str) -> int:
             "env_vars": {
                 **worker_environment(),
                 **tracking.environment_for_workers(tracking_uri),
+                **storage.worker_environment(),
                 "RAY_AUTH_MODE": "disabled",
             }
         },

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from training import cluster, models, tracking
+from training import cluster, models, storage, tracking
 from training import data as datamod
 from training.config import TrainConfig, build_config, validate
 from training.errors import UserError, root_cause
@@ -98,6 +98,7 @@ def plan(cfg: TrainConfig, explicit: dict, target: Target) -> RunPlan:
         )
     source = models.ModelSource(**record["source"]) if record else models.resolve(task, cfg)
     check_batches(cfg, len(splits.train))
+    storage.check(target.runs_root)
     if target.embedded:
         import torch
 
@@ -201,6 +202,7 @@ def run(p: RunPlan) -> dict:
     )
     console.print(f"MLflow run {run_id}: {url}")
 
+    storage_path, storage_filesystem = storage.ray_storage(target.runs_root)
     queue = Queue(actor_options={"num_cpus": 0})
     trainer = TorchTrainer(
         train_loop_per_worker,
@@ -220,7 +222,8 @@ def run(p: RunPlan) -> dict:
         ),
         run_config=RunConfig(
             name=p.run_name,
-            storage_path=target.runs_root,
+            storage_path=storage_path,
+            storage_filesystem=storage_filesystem,
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.save_total_limit),
             failure_config=FailureConfig(max_failures=0),
             logging_config=LoggingConfig(log_level="WARNING"),
@@ -245,13 +248,14 @@ def run(p: RunPlan) -> dict:
             f"cause and continue with RUN_NAME={p.run_name}"
         ) from None
 
-    model_dir = Path(result.checkpoint.path) / "model"
-    if not model_dir.is_dir():
-        raise UserError(
-            f"run {p.run_name} holds no final model; it may have finished in an "
-            "earlier session: see its MLflow run"
-        )
-    registered = tracking.log_model(p, run_id, model_dir)
+    # The final model is in the last checkpoint, which may lie in object storage.
+    with storage.local_folder(result.checkpoint, "model") as model_dir:
+        if not model_dir.is_dir():
+            raise UserError(
+                f"run {p.run_name} holds no final model; it may have finished in an "
+                "earlier session: see its MLflow run"
+            )
+        registered = tracking.log_model(p, run_id, model_dir)
     mlflow_client.set_terminated(run_id, status="FINISHED")
     _mark_finished(folder)
     metrics = {k: v for k, v in result.metrics.items() if k.startswith("eval/")}

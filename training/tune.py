@@ -34,7 +34,7 @@ from typing import Any
 
 import yaml
 
-from training import cluster, models, runner, tracking
+from training import cluster, models, runner, storage, tracking
 from training import data as datamod
 from training.config import TrainConfig, build_config, read_yaml_mapping
 from training.errors import UserError
@@ -349,6 +349,7 @@ def plan(
         runner.check_batches(
             build_config([cfg.to_dict(), {"per_device_train_batch_size": batch}]), rows
         )
+    storage.check(target.runs_root)
     if target.embedded:
         import torch
 
@@ -671,19 +672,25 @@ def run(p: SearchPlan) -> dict:
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, setup=setup, frames=frames), resources
     )
+    storage_path, storage_filesystem = storage.ray_storage(target.runs_root)
     run_config = tune.RunConfig(
         name=p.search_id,
-        storage_path=target.runs_root,
+        storage_path=storage_path,
+        storage_filesystem=storage_filesystem,
         checkpoint_config=tune.CheckpointConfig(num_to_keep=cfg.save_total_limit),
         failure_config=tune.FailureConfig(max_failures=0),
         verbose=1,
     )
-    path = f"{target.runs_root.rstrip('/')}/{p.search_id}"
+    path = f"{storage_path.rstrip('/')}/{p.search_id}"  # on storage_filesystem, if given
     mlflow_client = tracking.client(target.tracking_uri)
     mlflow_client.update_run(parent_run_id, status="RUNNING")
-    if p.continuing and tune.Tuner.can_restore(path):
+    if p.continuing and tune.Tuner.can_restore(path, storage_filesystem=storage_filesystem):
         tuner = tune.Tuner.restore(
-            path, trainable=trainable, resume_unfinished=True, resume_errored=True
+            path,
+            trainable=trainable,
+            resume_unfinished=True,
+            resume_errored=True,
+            storage_filesystem=storage_filesystem,
         )
     else:
         tuner = tune.Tuner(
