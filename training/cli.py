@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 import warnings
 
@@ -186,6 +187,9 @@ def main(argv: list[str] | None = None) -> int:
         job.add_argument("job", nargs="?", default="", metavar="JOB")
     args = parser.parse_args(argv)
     _quiet()
+    # SIGTERM (`make cancel`, a stopped Ray job) ends a run like Ctrl-C: its MLflow run is
+    # marked KILLED and its checkpoints are kept.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         if args.command == "train":
             return cmd_train(args.settings)

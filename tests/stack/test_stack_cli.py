@@ -1,7 +1,8 @@
 """End to end on this machine, through make as a user types it:
 
 make up -> make up (no changes) -> make train TASK=classify (a Ray job on the stack) -> the run,
-its metrics and model on the stack's MLflow (REST, generated login; 401 without) -> make down
+its metrics and model on the stack's MLflow (REST, generated login; 401 without) -> Ctrl-C
+leaves a job running, make cancel stops it -> bad settings fail before submission -> make down
 (ports free, again harmless) -> make up refused while a port is taken -> make up -> the run is
 still there -> make down PURGE=1 (backup first, data gone).
 
@@ -13,15 +14,19 @@ from __future__ import annotations
 import base64
 import json
 import os
+import signal
 import socket
 import stat
 import subprocess
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
 from stackenv import NO_MINIO, REPO, tail
+
+from tests.conftest import SCRUBBED
 
 PORTS = [5432, 5000, 6379, 8265, 10001]
 
@@ -32,29 +37,17 @@ def stack_dir(tmp_path_factory, stop_test_services) -> Path:
     return tmp_path_factory.mktemp("stack-cli")
 
 
-def make(stack_dir: Path, *args: str, timeout: int = 1800) -> subprocess.CompletedProcess:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k
-        not in (
-            "TASK",
-            "PROFILE",
-            "CLOUD",
-            "STACK_NAME",
-            "PURGE",
-            "MLFLOW_TRACKING_URI",
-            "CHECKPOINT_STORAGE",
-            "RUN_NAME",
-            "RESUME",
-            "REPORTS_DIR",
-        )
-    }
+def make_env(stack_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in SCRUBBED}
     env.update(STACK_DIR=str(stack_dir), MINIO_DOWNLOAD_URL=NO_MINIO, PYTHONUNBUFFERED="1")
+    return env
+
+
+def make(stack_dir: Path, *args: str, timeout: int = 1800) -> subprocess.CompletedProcess:
     return subprocess.run(
         ["make", "--no-print-directory", *args],
         cwd=REPO,
-        env=env,
+        env=make_env(stack_dir),
         text=True,
         capture_output=True,
         stdin=subprocess.DEVNULL,
@@ -74,26 +67,32 @@ def secret(stack_dir: Path, name: str) -> str:
     return (state(stack_dir) / "secrets" / name).read_text().strip()
 
 
-def get(url: str, headers: dict | None = None) -> tuple[int, dict]:
+def get(url: str, headers: dict | None = None, body: dict | None = None) -> tuple[int, dict]:
+    data = json.dumps(body).encode() if body is not None else None
+    headers = {**(headers or {}), "Content-Type": "application/json"}
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {})) as r:
+        with urllib.request.urlopen(urllib.request.Request(url, data, headers)) as r:
             return r.status, json.loads(r.read() or b"{}")
     except urllib.error.HTTPError as err:
         return err.code, {}
 
 
-def mlflow(stack_dir: Path, path: str, auth: bool = True) -> tuple[int, dict]:
+def mlflow(stack_dir: Path, path: str, auth: bool = True, body=None) -> tuple[int, dict]:
     login = f"admin:{secret(stack_dir, 'mlflow_admin_password')}".encode()
     headers = {"Authorization": "Basic " + base64.b64encode(login).decode()} if auth else {}
-    return get(f"{endpoints(stack_dir)['mlflow_tracking_uri']}/api/2.0/mlflow/{path}", headers)
+    uri = endpoints(stack_dir)["mlflow_tracking_uri"]
+    return get(f"{uri}/api/2.0/mlflow/{path}", headers, body)
 
 
-def classify_runs(stack_dir: Path) -> list[dict]:
+def runs_named(stack_dir: Path, run_name: str) -> list[dict]:
     status, body = mlflow(stack_dir, "experiments/get-by-name?experiment_name=classify")
-    if status != 200:
-        return []
-    experiment = body["experiment"]["experiment_id"]
-    _, body = mlflow(stack_dir, f"runs/search?experiment_ids={experiment}&max_results=1000")
+    assert status == 200, status
+    search = {
+        "experiment_ids": [body["experiment"]["experiment_id"]],
+        "filter": f"attributes.run_name = '{run_name}'",
+    }
+    status, body = mlflow(stack_dir, "runs/search", body=search)
+    assert status == 200, status
     return body.get("runs", [])
 
 
@@ -136,8 +135,14 @@ def test_services_refuse_requests_without_the_generated_credentials(stack_dir):
     assert get(f"{ray}/api/jobs/", token)[0] == 200
 
 
-def test_train_runs_as_a_ray_job_and_tracks_to_the_stack(stack_dir):
-    proc = make(stack_dir, "train", "TASK=classify", timeout=900)
+@pytest.fixture(scope="module")
+def trained(stack_dir) -> dict:
+    """The run `make train` made on the stack (module scoped: later tests look for it)."""
+    return {"name": f"stack-e2e-{int(time.time())}"}
+
+
+def test_train_runs_as_a_ray_job_and_tracks_to_the_stack(stack_dir, trained):
+    proc = make(stack_dir, "train", "TASK=classify", f"RUN_NAME={trained['name']}", timeout=900)
     assert proc.returncode == 0, tail(proc)
     assert "submitted job train-classify-" in proc.stdout, tail(proc)
     # The job ran on the stack's cluster (its Jobs API knows it) and succeeded.
@@ -147,8 +152,9 @@ def test_train_runs_as_a_ray_job_and_tracks_to_the_stack(stack_dir):
     ours = [j for j in jobs if j["submission_id"].startswith("train-classify-")]
     assert [j["status"] for j in ours] == ["SUCCEEDED"], ours
     # Its run is on the stack's MLflow server, finished, with eval metrics and a model.
-    (run,) = classify_runs(stack_dir)
+    (run,) = runs_named(stack_dir, trained["name"])
     assert run["info"]["status"] == "FINISHED"
+    trained["run_id"] = run["info"]["run_id"]
     metrics = {m["key"]: m["value"] for m in run["data"]["metrics"]}
     assert metrics["eval/accuracy"] > 0.6, metrics
     status, body = mlflow(stack_dir, "registered-models/get?name=classify")
@@ -158,6 +164,37 @@ def test_train_runs_as_a_ray_job_and_tracks_to_the_stack(stack_dir):
     # And its checkpoints are in the stack's storage.
     storage = Path(endpoints(stack_dir)["checkpoint_storage"]) / run["info"]["run_name"]
     assert any(storage.glob("checkpoint_*")), storage
+
+
+def test_ctrl_c_leaves_the_job_running_and_cancel_stops_it(stack_dir):
+    env = make_env(stack_dir)
+    # Its own process group, which gets the SIGINT a terminal's Ctrl-C would send.
+    proc = subprocess.Popen(
+        ["make", "--no-print-directory", "train", "TASK=classify", "max_steps=100000"],
+        cwd=REPO,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    job = ""
+    for line in proc.stdout:
+        if line.startswith("submitted job "):
+            job = line.split()[2]
+            break
+    assert job, "no job was submitted"
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    assert f"job {job} keeps running" in err and f"make cancel JOB={job}" in err, err
+    ray = endpoints(stack_dir)["ray_address"]
+    token = {"Authorization": f"Bearer {secret(stack_dir, 'ray_auth_token')}"}
+    assert get(f"{ray}/api/jobs/{job}", token)[1]["status"] in ("PENDING", "RUNNING")
+
+    cancel = make(stack_dir, "cancel", f"JOB={job}")
+    assert cancel.returncode == 0, tail(cancel)
+    assert get(f"{ray}/api/jobs/{job}", token)[1]["status"] == "STOPPED"
 
 
 def test_bad_settings_fail_here_before_any_job_is_submitted(stack_dir):
@@ -190,10 +227,11 @@ def test_up_refuses_a_port_another_program_holds(stack_dir):
     assert "Traceback" not in proc.stderr
 
 
-def test_up_again_brings_back_the_earlier_run(stack_dir):
+def test_up_again_brings_back_the_earlier_run(stack_dir, trained):
     proc = make(stack_dir, "up")
     assert proc.returncode == 0, tail(proc)
-    (run,) = classify_runs(stack_dir)
+    (run,) = runs_named(stack_dir, trained["name"])
+    assert run["info"]["run_id"] == trained["run_id"]
     assert run["info"]["status"] == "FINISHED"
 
 
@@ -207,5 +245,6 @@ def test_down_purge_backs_up_then_deletes_the_data(stack_dir):
     assert {"tracking.dump", "auth.dump", "artifacts.tar.gz"} <= names, names
     assert not state(stack_dir).exists()
     assert not artifacts.exists() and not checkpoints.exists()
+    assert not Path("/var/lib/postgresql/15/main").exists()  # the databases
     assert not Path("/etc/postgresql/15/main").exists()
     assert not [port for port in PORTS if listening(port)]
