@@ -44,7 +44,8 @@ def client(endpoints: dict):
     from ray.job_submission import JobSubmissionClient
 
     # Not the SDK's upload and websocket chatter: the job's own log is what the user reads.
-    logging.getLogger("ray").setLevel(logging.ERROR)
+    for name in [n for n in logging.root.manager.loggerDict if n.startswith("ray")]:
+        logging.getLogger(name).setLevel(logging.ERROR)
     token_file = endpoints["ray_auth_token_file"]
     # Set the mode explicitly (ENVIRONMENT.md: a stray ~/.ray/auth_token flips it silently).
     os.environ["RAY_AUTH_MODE"] = "token"
