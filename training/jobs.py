@@ -11,6 +11,7 @@ import asyncio
 import logging
 import os
 import shlex
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -38,6 +39,9 @@ EXCLUDES = [
 PATH_SETTINGS = ("data", "model")
 PASSED_ENVIRONMENT = ("TUNE_SAMPLES", "BENCH_")
 FINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+# What bench and tune leave on the cluster, which the client copies back: the MLflow artifact
+# folder of their parent run, and the file to point the user at.
+REPORTS = {"bench": ("report", "report.md"), "tune": ("search", "best.yaml")}
 
 
 def client(endpoints: dict):
@@ -93,9 +97,11 @@ def submit(command: str, settings: dict, endpoints: dict, space_file: str = "") 
     if space_file:
         env["SPACE"] = carried(space_file, "SPACE")
     from training.loop import worker_environment
+    from training.tracking import git_commit
 
-    env.update(worker_environment())
     job_id = f"{command}-{settings.get('task', 'classify')}-{time.strftime('%Y%m%d-%H%M%S')}"
+    env.update(worker_environment())
+    env.update(TRAINING_GIT_COMMIT=git_commit(), TRAINING_JOB_ID=job_id)
     jobs = client(endpoints)
     os.environ["RAY_RUNTIME_ENV_IGNORE_GITIGNORE"] = "1"
     jobs.submit_job(
@@ -104,7 +110,10 @@ def submit(command: str, settings: dict, endpoints: dict, space_file: str = "") 
         runtime_env={"working_dir": str(REPO_ROOT), "excludes": EXCLUDES, "env_vars": env},
     )
     print(f"submitted job {job_id} to the stack's Ray cluster at {endpoints['ray_address']}")
-    return follow(job_id, endpoints)
+    code = follow(job_id, endpoints)
+    if code == 0 and command in REPORTS:
+        fetch_report(command, job_id, endpoints)
+    return code
 
 
 def follow(job_id: str, endpoints: dict) -> int:
@@ -141,6 +150,41 @@ def follow(job_id: str, endpoints: dict) -> int:
     raise UserError(
         f"job {job_id} {status.lower()}: {(info.message or '').strip() or 'see its log above'}"
     )
+
+
+def fetch_report(command: str, job_id: str, endpoints: dict) -> Path:
+    """Copy the report a bench or tune job logged to MLflow into reports/ here."""
+    import tempfile
+
+    from mlflow.artifacts import download_artifacts
+
+    from training.targets import reports_root
+    from training.tracking import client as mlflow_client
+
+    os.environ["MLFLOW_TRACKING_USERNAME"] = endpoints["mlflow_username"]
+    os.environ["MLFLOW_TRACKING_PASSWORD"] = (
+        Path(endpoints["mlflow_password_file"]).read_text().strip()
+    )
+    uri = endpoints["mlflow_tracking_uri"]
+    tracking = mlflow_client(uri)
+    experiments = [e.experiment_id for e in tracking.search_experiments()]
+    (run,) = tracking.search_runs(experiments, f"tags.ray_job_id = '{job_id}'")
+    artifact, shown = REPORTS[command]
+    folder = reports_root() / command / run.info.run_name.removeprefix("bench-")
+    with tempfile.TemporaryDirectory() as tmp:
+        download_artifacts(
+            run_id=run.info.run_id, artifact_path=artifact, dst_path=tmp, tracking_uri=uri
+        )
+        shutil.copytree(Path(tmp) / artifact, folder, dirs_exist_ok=True)
+    shown_path = _display(folder / shown)
+    print(f"copied here: {shown_path}")
+    if command == "tune":
+        print(f"train it:    make train CONFIG={shown_path}")
+    return folder
+
+
+def _display(path: Path) -> str:
+    return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
 
 
 def cancel(job_id: str, endpoints: dict) -> None:

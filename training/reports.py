@@ -271,7 +271,7 @@ def log_bench(target, bench_id: str, rows: list[dict], folder: Path, cfg) -> Non
     parent = client.create_run(
         experiment,
         run_name=f"bench-{bench_id}",
-        tags={"task": cfg.task, "profile": cfg.profile, "git_commit": tracking.git_commit()},
+        tags={"task": cfg.task, "profile": cfg.profile, **tracking.provenance_tags()},
     )
     pid = parent.info.run_id
     client.log_param(pid, "cells", len(rows))

@@ -22,6 +22,15 @@ def client(tracking_uri: str):
     return MlflowClient(tracking_uri=tracking_uri)
 
 
+def provenance_tags() -> dict[str, str]:
+    """Which code made a run, and which Ray job on a stack ran it (training/jobs.py sets
+    both variables: the job's copy of the working tree has no .git)."""
+    tags = {"git_commit": os.environ.get("TRAINING_GIT_COMMIT") or git_commit()}
+    if os.environ.get("TRAINING_JOB_ID"):
+        tags["ray_job_id"] = os.environ["TRAINING_JOB_ID"]
+    return tags
+
+
 def git_commit() -> str:
     try:
         out = subprocess.run(
@@ -76,7 +85,7 @@ def start_run(p, experiment_id: str) -> str:
             "profile": p.cfg.profile,
             "strategy": p.cfg.strategy,
             "workers": str(p.cfg.workers),
-            "git_commit": git_commit(),
+            **provenance_tags(),
             "model_source": p.source.describe() if p.source else "model built from config (smoke)",
             "data_source": p.splits.source,
         },

@@ -451,7 +451,7 @@ def _start_parent(p: SearchPlan, experiment_id: str, source: models.ModelSource)
             "task": p.task.name,
             "profile": p.cfg.profile,
             "tune.search": "asha",
-            "git_commit": tracking.git_commit(),
+            **tracking.provenance_tags(),
             "model_source": source.describe(),
             "data_source": p.splits.source,
         },

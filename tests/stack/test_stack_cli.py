@@ -1,10 +1,11 @@
 """End to end on this machine, through make as a user types it:
 
 make up -> make up (no changes) -> make train TASK=classify (a Ray job on the stack) -> the run,
-its metrics and model on the stack's MLflow (REST, generated login; 401 without) -> Ctrl-C
-leaves a job running, make cancel stops it -> bad settings fail before submission -> make down
-(ports free, again harmless) -> make up refused while a port is taken -> make up -> the run is
-still there -> make down PURGE=1 (backup first, data gone).
+its metrics and model on the stack's MLflow (REST, generated login; 401 without) -> make bench
+on the stack, its report copied back -> Ctrl-C leaves a job running, make cancel stops it ->
+make status names a stopped service, make up repairs it -> bad settings fail before submission
+-> make down (ports free, again harmless) -> make up refused while a port is taken -> make up
+-> the run is still there -> make down PURGE=1 (backup first, data gone).
 
 The tests run in file order and share one stack in a state folder of their own.
 """
@@ -155,6 +156,9 @@ def test_train_runs_as_a_ray_job_and_tracks_to_the_stack(stack_dir, trained):
     (run,) = runs_named(stack_dir, trained["name"])
     assert run["info"]["status"] == "FINISHED"
     trained["run_id"] = run["info"]["run_id"]
+    tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
+    assert tags["ray_job_id"] == ours[0]["submission_id"]
+    assert tags["git_commit"] != "unknown"  # the job's copy of the tree has no .git
     metrics = {m["key"]: m["value"] for m in run["data"]["metrics"]}
     assert metrics["eval/accuracy"] > 0.6, metrics
     status, body = mlflow(stack_dir, "registered-models/get?name=classify")
@@ -164,6 +168,26 @@ def test_train_runs_as_a_ray_job_and_tracks_to_the_stack(stack_dir, trained):
     # And its checkpoints are in the stack's storage.
     storage = Path(endpoints(stack_dir)["checkpoint_storage"]) / run["info"]["run_name"]
     assert any(storage.glob("checkpoint_*")), storage
+
+
+def test_bench_runs_on_the_stack_and_its_report_comes_back(stack_dir, tmp_path):
+    proc = make(
+        stack_dir,
+        "bench",
+        "TASK=classify",
+        "BENCH_STRATEGIES=ddp",
+        "BENCH_WORKERS=1",
+        "BENCH_BATCH=8",
+        "BENCH_STEPS=3",
+        "BENCH_WARMUP=1",
+        f"REPORTS_DIR={tmp_path}",
+        timeout=900,
+    )
+    assert proc.returncode == 0, tail(proc)
+    assert "submitted job bench-classify-" in proc.stdout, tail(proc)
+    (report,) = (tmp_path / "bench").glob("*/report.md")
+    assert "ddp" in report.read_text()
+    assert (report.parent / "results.csv").is_file()
 
 
 def test_ctrl_c_leaves_the_job_running_and_cancel_stops_it(stack_dir):
@@ -195,6 +219,17 @@ def test_ctrl_c_leaves_the_job_running_and_cancel_stops_it(stack_dir):
     cancel = make(stack_dir, "cancel", f"JOB={job}")
     assert cancel.returncode == 0, tail(cancel)
     assert get(f"{ray}/api/jobs/{job}", token)[1]["status"] == "STOPPED"
+
+
+def test_status_names_a_failing_service_and_up_repairs_it(stack_dir):
+    subprocess.run(["supervisorctl", "stop", "mlflow"], check=True, capture_output=True)
+    status = make(stack_dir, "status")
+    assert status.returncode == 0, tail(status)
+    (row,) = [line for line in status.stdout.splitlines() if "MLflow" in line and "│" in line]
+    assert "failing" in row and "/var/log/supervisor/mlflow.log" in row, status.stdout
+    repair = make(stack_dir, "up")
+    assert repair.returncode == 0, tail(repair)
+    assert "no changes" not in repair.stdout and "failing" not in repair.stdout, repair.stdout
 
 
 def test_bad_settings_fail_here_before_any_job_is_submitted(stack_dir):
