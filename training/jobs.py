@@ -117,23 +117,13 @@ def submit(command: str, settings: dict, endpoints: dict, space_file: str = "") 
 
 
 def follow(job_id: str, endpoints: dict) -> int:
-    """Stream a job's log until it ends; its user error becomes ours, one line."""
-    jobs = client(endpoints)
-    _known(jobs, job_id)
-    last_error = ""
-
-    async def stream() -> None:
-        nonlocal last_error
-        async for chunk in jobs.tail_job_logs(job_id):
-            for line in chunk.splitlines(keepends=True):
-                if line.startswith("error: "):
-                    last_error = line.removeprefix("error: ").strip()
-                else:
-                    sys.stdout.write(line)
-            sys.stdout.flush()
-
+    """Stream a job's log until it ends; its user error becomes ours, one line. Ctrl-C (at
+    any moment) leaves the job running and says how to get back to it."""
     try:
-        asyncio.run(stream())
+        jobs = client(endpoints)
+        _known(jobs, job_id)
+        last_error = asyncio.run(_stream(jobs, job_id))
+        status = _final_status(jobs, job_id)
     except KeyboardInterrupt:
         print(
             f"\njob {job_id} keeps running on the stack; follow it with `make logs "
@@ -141,7 +131,6 @@ def follow(job_id: str, endpoints: dict) -> int:
             file=sys.stderr,
         )
         return 130
-    status = _final_status(jobs, job_id)
     if status == "SUCCEEDED":
         return 0
     if last_error:
@@ -150,6 +139,19 @@ def follow(job_id: str, endpoints: dict) -> int:
     raise UserError(
         f"job {job_id} {status.lower()}: {(info.message or '').strip() or 'see its log above'}"
     )
+
+
+async def _stream(jobs, job_id: str) -> str:
+    """Print the job's log as it comes, except its `error:` line, which is returned."""
+    last_error = ""
+    async for chunk in jobs.tail_job_logs(job_id):
+        for line in chunk.splitlines(keepends=True):
+            if line.startswith("error: "):
+                last_error = line.removeprefix("error: ").strip()
+            else:
+                sys.stdout.write(line)
+        sys.stdout.flush()
+    return last_error
 
 
 def fetch_report(command: str, job_id: str, endpoints: dict) -> Path:
