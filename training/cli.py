@@ -11,10 +11,10 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
 import warnings
 
+from training import interrupts
 from training.errors import UserError
 
 EXIT_USER_ERROR = 2
@@ -187,9 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         job.add_argument("job", nargs="?", default="", metavar="JOB")
     args = parser.parse_args(argv)
     _quiet()
-    # SIGTERM (`make cancel`, a stopped Ray job) ends a run like Ctrl-C: its MLflow run is
-    # marked KILLED and its checkpoints are kept.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    interrupts.install()
     try:
         if args.command == "train":
             return cmd_train(args.settings)

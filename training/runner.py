@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from training import cluster, models, storage, tracking
+from training import cluster, interrupts, models, storage, tracking
 from training import data as datamod
 from training.config import TrainConfig, build_config, validate
 from training.errors import UserError, root_cause
@@ -231,30 +231,38 @@ def run(p: RunPlan) -> dict:
     )
     mlflow_client = tracking.client(target.tracking_uri)
     mlflow_client.update_run(run_id, status="RUNNING")
-    try:
-        with TrainingProgress(queue, f"{task.name} {cfg.profile}"):
-            result = trainer.fit()
-    except KeyboardInterrupt:
+
+    def stopped() -> KeyboardInterrupt:
         mlflow_client.set_terminated(run_id, status="KILLED")
         console.print(
             f"stopped. Checkpoints are kept; continue with `make train "
             f"TASK={task.name} RUN_NAME={p.run_name}` (or RESUME=1)"
         )
-        raise
-    except Exception as exc:
+        return KeyboardInterrupt()
+
+    try:
+        with TrainingProgress(queue, f"{task.name} {cfg.profile}"):
+            result = trainer.fit()
+    except BaseException as exc:
+        # Ray Train's own Ctrl-C handler aborts the run and may end in sys.exit(0).
+        if isinstance(exc, KeyboardInterrupt | SystemExit) or interrupts.requested():
+            raise stopped() from None
+        if not isinstance(exc, Exception):
+            raise
         mlflow_client.set_terminated(run_id, status="FAILED")
         raise UserError(
             f"training failed: {root_cause(exc)}; checkpoints are kept, fix the "
             f"cause and continue with RUN_NAME={p.run_name}"
         ) from None
 
+    # Ray Train answers Ctrl-C itself (it aborts the run), and then fit() returns without the
+    # final model: the run was stopped, not finished.
+    if result.checkpoint is None:
+        raise stopped()
     # The final model is in the last checkpoint, which may lie in object storage.
     with storage.local_folder(result.checkpoint, "model") as model_dir:
         if not model_dir.is_dir():
-            raise UserError(
-                f"run {p.run_name} holds no final model; it may have finished in an "
-                "earlier session: see its MLflow run"
-            )
+            raise stopped()
         registered = tracking.log_model(p, run_id, model_dir)
     mlflow_client.set_terminated(run_id, status="FINISHED")
     _mark_finished(folder)

@@ -85,12 +85,13 @@ def mlflow(stack_dir: Path, path: str, auth: bool = True, body=None) -> tuple[in
     return get(f"{uri}/api/2.0/mlflow/{path}", headers, body)
 
 
-def runs_named(stack_dir: Path, run_name: str) -> list[dict]:
+def classify_runs(stack_dir: Path, search_filter: str) -> list[dict]:
+    """Runs of the classify experiment on the stack's server that match an MLflow filter."""
     status, body = mlflow(stack_dir, "experiments/get-by-name?experiment_name=classify")
     assert status == 200, status
     search = {
         "experiment_ids": [body["experiment"]["experiment_id"]],
-        "filter": f"attributes.run_name = '{run_name}'",
+        "filter": search_filter,
     }
     status, body = mlflow(stack_dir, "runs/search", body=search)
     assert status == 200, status
@@ -153,7 +154,7 @@ def test_train_runs_as_a_ray_job_and_tracks_to_the_stack(stack_dir, trained):
     ours = [j for j in jobs if j["submission_id"].startswith("train-classify-")]
     assert [j["status"] for j in ours] == ["SUCCEEDED"], ours
     # Its run is on the stack's MLflow server, finished, with eval metrics and a model.
-    (run,) = runs_named(stack_dir, trained["name"])
+    (run,) = classify_runs(stack_dir, f"attributes.run_name = '{trained['name']}'")
     assert run["info"]["status"] == "FINISHED"
     trained["run_id"] = run["info"]["run_id"]
     tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
@@ -216,9 +217,16 @@ def test_ctrl_c_leaves_the_job_running_and_cancel_stops_it(stack_dir):
     token = {"Authorization": f"Bearer {secret(stack_dir, 'ray_auth_token')}"}
     assert get(f"{ray}/api/jobs/{job}", token)[1]["status"] in ("PENDING", "RUNNING")
 
+    # Once the job has its MLflow run, stop it: the run ends KILLED, not left RUNNING.
+    of_job = f"tags.ray_job_id = '{job}'"
+    deadline = time.monotonic() + 300
+    while not classify_runs(stack_dir, of_job) and time.monotonic() < deadline:
+        time.sleep(2)
     cancel = make(stack_dir, "cancel", f"JOB={job}")
     assert cancel.returncode == 0, tail(cancel)
     assert get(f"{ray}/api/jobs/{job}", token)[1]["status"] == "STOPPED"
+    (run,) = classify_runs(stack_dir, of_job)
+    assert run["info"]["status"] == "KILLED"
 
 
 def test_status_names_a_failing_service_and_up_repairs_it(stack_dir):
@@ -265,7 +273,7 @@ def test_up_refuses_a_port_another_program_holds(stack_dir):
 def test_up_again_brings_back_the_earlier_run(stack_dir, trained):
     proc = make(stack_dir, "up")
     assert proc.returncode == 0, tail(proc)
-    (run,) = runs_named(stack_dir, trained["name"])
+    (run,) = classify_runs(stack_dir, f"attributes.run_name = '{trained['name']}'")
     assert run["info"]["run_id"] == trained["run_id"]
     assert run["info"]["status"] == "FINISHED"
 

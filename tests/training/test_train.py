@@ -4,13 +4,18 @@ embedded default: in-process Ray, MLflow's SQLite store, local checkpoints, no n
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from tests.conftest import kill_after_first_checkpoint, run_cli
+from tests.conftest import REPO, cli_env, kill_after_first_checkpoint, run_cli
 from training.config import TrainConfig
 from training.models import build_smoke
 from training.tasks import TASKS
@@ -142,3 +147,26 @@ def test_killed_run_resumes_from_its_checkpoint_without_gaps_or_repeats(state):
 
     again = run_cli(state, "train", RESUME="1", TASK="fakenews")
     assert again.returncode == 2 and "run 'resumable' already finished" in again.stderr
+
+
+def test_ctrl_c_marks_the_run_killed_and_says_how_to_continue(state):
+    # Its own process group, which gets the SIGINT a terminal's Ctrl-C would send.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "training", "train", "run_name=interrupted", "max_steps=100000"],
+        cwd=REPO,
+        env=cli_env(state, TASK="classify"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    snapshot = state / "embedded" / "runs" / "interrupted" / "checkpoint_manager_snapshot.json"
+    deadline = time.monotonic() + 300
+    while not snapshot.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, out[-2000:] + err[-2000:]
+    assert "continue with `make train TASK=classify RUN_NAME=interrupted`" in out
+    assert "Traceback" not in err
+    assert only_run(tracking(state), "classify", "interrupted").info.status == "KILLED"
