@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from training import storage, tracking
+from training import interrupts, storage, tracking
 from training.errors import UserError
 from training.targets import in_job
 
@@ -20,6 +20,7 @@ def start(workers: int, tracking_uri: str) -> int:
         # The job's runtime environment (code, settings) and the nodes' own environment
         # (tracking, storage) already reach every worker.
         ray.init(address="auto", log_to_driver=False, logging_level="ERROR")
+        interrupts.install()  # ray.init made SIGTERM a bare sys.exit
         return _check_gpus(workers, "the stack")
     # Token auth would be switched on silently by a stray ~/.ray/auth_token (ENVIRONMENT.md),
     # so the embedded cluster sets its mode explicitly.
@@ -41,6 +42,7 @@ def start(workers: int, tracking_uri: str) -> int:
             }
         },
     )
+    interrupts.install()  # ray.init made SIGTERM a bare sys.exit
     return _check_gpus(workers, "this machine")
 
 

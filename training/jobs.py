@@ -109,17 +109,22 @@ def submit(command: str, settings: dict, endpoints: dict, space_file: str = "") 
         submission_id=job_id,
         runtime_env={"working_dir": str(REPO_ROOT), "excludes": EXCLUDES, "env_vars": env},
     )
-    print(f"submitted job {job_id} to the stack's Ray cluster at {endpoints['ray_address']}")
-    code = follow(job_id, endpoints)
+    code = follow(job_id, endpoints, submitted=True)
     if code == 0 and command in REPORTS:
         fetch_report(command, job_id, endpoints)
     return code
 
 
-def follow(job_id: str, endpoints: dict) -> int:
+def follow(job_id: str, endpoints: dict, submitted: bool = False) -> int:
     """Stream a job's log until it ends; its user error becomes ours, one line. Ctrl-C (at
-    any moment) leaves the job running and says how to get back to it."""
+    any moment, even while the job's id is printed) leaves the job running and says how to
+    get back to it."""
     try:
+        if submitted:
+            print(
+                f"submitted job {job_id} to the stack's Ray cluster at {endpoints['ray_address']}",
+                flush=True,
+            )
         jobs = client(endpoints)
         _known(jobs, job_id)
         last_error = asyncio.run(_stream(jobs, job_id))

@@ -217,10 +217,13 @@ def test_ctrl_c_leaves_the_job_running_and_cancel_stops_it(stack_dir):
     token = {"Authorization": f"Bearer {secret(stack_dir, 'ray_auth_token')}"}
     assert get(f"{ray}/api/jobs/{job}", token)[1]["status"] in ("PENDING", "RUNNING")
 
-    # Once the job has its MLflow run, stop it: the run ends KILLED, not left RUNNING.
+    # Once the job is training (its run has a loss), stop it: the run ends KILLED.
     of_job = f"tags.ray_job_id = '{job}'"
     deadline = time.monotonic() + 300
-    while not classify_runs(stack_dir, of_job) and time.monotonic() < deadline:
+    while time.monotonic() < deadline:
+        runs = classify_runs(stack_dir, of_job)
+        if runs and any(m["key"] == "train/loss" for m in runs[0]["data"].get("metrics", [])):
+            break
         time.sleep(2)
     cancel = make(stack_dir, "cancel", f"JOB={job}")
     assert cancel.returncode == 0, tail(cancel)
