@@ -60,7 +60,7 @@ ui: $(READY) ## MLflow UI for runs tracked without a stack (http://127.0.0.1:500
 test: $(READY) $(ANSIBLE_READY) ## run the test suite (the stack tests need root: they configure this machine)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test-stack: $(READY) $(ANSIBLE_READY) ## only the stack tests: molecule per role, site.yml, backup/restore
+test-stack: $(READY) $(ANSIBLE_READY) ## only the stack tests: molecule per role, site.yml, backup/restore, up -> train -> down end to end
 	$(PY) -m pytest tests/stack $(PYTEST_ARGS)
 
 lint: $(READY) $(ANSIBLE_READY) ## ruff over the Python code, ansible-lint (production profile) over ansible/
