@@ -52,9 +52,12 @@ def cli_env(state_dir: Path, **settings: str) -> dict[str, str]:
     return env
 
 
-def run_cli(state_dir: Path, *args: str, timeout: int = 600, **settings: str):
+def run_cli(
+    state_dir: Path, *args: str, timeout: int = 600, module: str = "training", **settings: str
+):
+    """`python -m training ...` (or `-m stack`) as a user runs it; settings are env vars."""
     return subprocess.run(
-        [sys.executable, "-m", "training", *args],
+        [sys.executable, "-m", module, *args],
         cwd=REPO,
         env=cli_env(state_dir, **settings),
         capture_output=True,

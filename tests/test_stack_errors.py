@@ -4,23 +4,14 @@ no traceback, nothing written. (The stack itself is exercised in tests/stack/.)"
 from __future__ import annotations
 
 import subprocess
-import sys
 
 import pytest
 
-from tests.conftest import REPO, cli_env, run_cli
+from tests.conftest import run_cli
 
 
 def run_stack(state_dir, *args: str, **settings: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "stack", *args],
-        cwd=REPO,
-        env=cli_env(state_dir, **settings),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_cli(state_dir, *args, timeout=60, module="stack", **settings)
 
 
 def one_error_line(proc: subprocess.CompletedProcess) -> str:
