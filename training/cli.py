@@ -32,13 +32,21 @@ def _quiet() -> None:
     warnings.filterwarnings("ignore", category=UserWarning)
 
 
-def cmd_train(assignments: list[str]) -> int:
+def _resolve(assignments: list[str], defaults: dict | None = None):
+    """The command's whole config, the settings the user gave, and where it runs."""
     from training import runner, targets
 
     layers = _user_layers(assignments)
     explicit = {k: v for layer in layers for k, v in layer.items()}
     target = targets.resolve()
-    cfg = runner.resolve_config(layers, target)
+    cfg = runner.resolve_config([defaults or {}, *layers], target)
+    return cfg, explicit, target
+
+
+def cmd_train(assignments: list[str]) -> int:
+    from training import runner
+
+    cfg, explicit, target = _resolve(assignments)
     if target.stack:
         return _submit("train", cfg, explicit, target)
     chosen = "PROFILE" if explicit.get("profile") else f"default for target {target.name}"
@@ -71,15 +79,13 @@ def cmd_bench(assignments: list[str]) -> int:
     import tempfile
     from pathlib import Path
 
-    from training import bench, data, models, runner, targets
+    from training import bench, data, models
     from training.tasks import TASKS
 
-    target = targets.resolve()
-    layers = _user_layers(assignments)
     # A small evaluation keeps each cell short; the metric is a snapshot after a few steps.
-    cfg = runner.resolve_config([{"max_eval_samples": 128}, *layers], target)
+    cfg, explicit, target = _resolve(assignments, {"max_eval_samples": 128})
     if target.stack:
-        return _submit("bench", cfg, {k: v for layer in layers for k, v in layer.items()}, target)
+        return _submit("bench", cfg, explicit, target)
     bench.environment_axes(capacity=os.cpu_count() or 1)  # bad axes fail before any work
     print(f"profile: {cfg.profile}")
     task = TASKS[cfg.task]
@@ -96,12 +102,9 @@ def cmd_bench(assignments: list[str]) -> int:
 
 
 def cmd_tune(assignments: list[str]) -> int:
-    from training import runner, targets, tune
+    from training import tune
 
-    layers = _user_layers(assignments)
-    explicit = {k: v for layer in layers for k, v in layer.items()}
-    target = targets.resolve()
-    cfg = runner.resolve_config(layers, target)
+    cfg, explicit, target = _resolve(assignments)
     if target.stack:
         return _submit("tune", cfg, explicit, target)
     print(f"profile: {cfg.profile} (PROFILE=smoke|local|full to change)")

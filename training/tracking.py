@@ -32,28 +32,20 @@ def provenance_tags() -> dict[str, str]:
 
 
 def git_commit() -> str:
+    """The repository's HEAD, with -dirty when there are local changes; else "unknown"."""
+
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10, check=False
+        )
+
     try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        )
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain"],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        )
+        head, status = git("rev-parse", "HEAD"), git("status", "--porcelain")
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
-    if out.returncode != 0:
+    if head.returncode != 0:
         return "unknown"
-    return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    return head.stdout.strip() + ("-dirty" if status.stdout.strip() else "")
 
 
 def experiment_id(tracking_uri: str, name: str, artifact_root: str | None = None) -> str:
