@@ -64,4 +64,4 @@ test-stack: $(READY) $(ANSIBLE_READY) ## only the stack tests: molecule per role
 	$(PY) -m pytest tests/stack $(PYTEST_ARGS)
 
 lint: $(READY) $(ANSIBLE_READY) ## ruff over the Python code, ansible-lint (production profile) over ansible/
-	$(VENV)/bin/ruff check training stack tests mlflow-stack && cd ansible && ../$(ANSIBLE_VENV)/bin/ansible-lint
+	$(VENV)/bin/ruff check core training stack tests mlflow-stack && cd ansible && ../$(ANSIBLE_VENV)/bin/ansible-lint

@@ -19,7 +19,7 @@ from rich.table import Table
 
 from stack import health, inventory, playbook, ports
 from stack.state import AVAILABLE_CLOUDS, CLOUDS, Stack
-from training.errors import UserError
+from core.errors import UserError
 
 EXIT_USER_ERROR = 2
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)

@@ -10,7 +10,7 @@ import os
 import yaml
 
 from stack.state import Stack
-from training.targets import REPO_ROOT
+from core.paths import REPO_ROOT
 
 LOCAL_INVENTORY = REPO_ROOT / "ansible" / "inventories" / "local"
 

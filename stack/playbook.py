@@ -12,8 +12,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from training.errors import UserError
-from training.targets import REPO_ROOT
+from core.errors import UserError
+from core.paths import REPO_ROOT
 
 ANSIBLE_DIR = REPO_ROOT / "ansible"
 ANSIBLE_VENV = Path(os.environ.get("ANSIBLE_VENV") or REPO_ROOT / ".venv-ansible")

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from training.targets import REPO_ROOT, state_root
+from core.paths import REPO_ROOT, state_root
 
 CLOUDS = ("local", "sim", "chameleon")
 AVAILABLE_CLOUDS = ("local",)

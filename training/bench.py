@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from training.errors import UserError, root_cause
+from core.errors import UserError, root_cause
 
 COLUMNS = [
     "task", "strategy", "workers", "batch_size", "steps", "step_time_median_s",

@@ -15,7 +15,7 @@ import sys
 import warnings
 
 from training import interrupts
-from training.errors import UserError
+from core.errors import UserError
 
 EXIT_USER_ERROR = 2
 

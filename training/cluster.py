@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 
 from training import interrupts, storage, tracking
-from training.errors import UserError
+from core.errors import UserError
 from training.targets import in_job
 
 

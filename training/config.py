@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from training.errors import UserError
+from core.errors import UserError
 
 PROFILES = ("smoke", "local", "full")
 STRATEGIES = ("ddp", "fsdp")

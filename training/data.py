@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from training.config import TrainConfig
-from training.errors import UserError
+from core.errors import UserError
 from training.hub import require_hub
 from training.tasks import Task
 

@@ -6,7 +6,7 @@ import os
 import socket
 from urllib.parse import urlparse
 
-from training.errors import UserError
+from core.errors import UserError
 
 HUB_TIMEOUT_S = 5.0
 

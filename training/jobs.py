@@ -16,8 +16,8 @@ import sys
 import time
 from pathlib import Path
 
-from training.errors import UserError
-from training.targets import REPO_ROOT
+from core.errors import UserError
+from core.paths import REPO_ROOT
 
 # What stays home: environments, state, outputs, caches. (.gitignore is not used, so that a
 # git-ignored data file in the repository travels too.)
@@ -165,7 +165,7 @@ def fetch_report(command: str, job_id: str, endpoints: dict) -> Path:
 
     from mlflow.artifacts import download_artifacts
 
-    from training.targets import reports_root
+    from core.paths import reports_root
     from training.tracking import client as mlflow_client
 
     os.environ["MLFLOW_TRACKING_USERNAME"] = endpoints["mlflow_username"]

@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 
 from training.config import TrainConfig
-from training.errors import UserError
+from core.errors import UserError
 from training.hub import require_hub
 from training.tasks import Task
 from training.tokenizer import train_tokenizer

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from training.targets import reports_root
+from core.paths import reports_root
 
 
 def _fmt(value, digits: int = 3) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 from training import cluster, interrupts, models, storage, tracking
 from training import data as datamod
 from training.config import TrainConfig, build_config, validate
-from training.errors import UserError, root_cause
+from core.errors import UserError, root_cause
 from training.progress import TrainingProgress, console, final_table
 from training.targets import Target
 from training.tasks import TASKS, Task

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
-from training.errors import UserError
+from core.errors import UserError
 
 if TYPE_CHECKING:
     import pyarrow.fs

@@ -14,8 +14,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
+from core.paths import state_root
 
 @dataclass
 class Target:
@@ -42,15 +41,6 @@ class Target:
     def run_url(self, experiment_id: str, run_id: str) -> str:
         base = self.tracking_uri.rstrip("/") if not self.embedded else "http://127.0.0.1:5000"
         return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
-
-
-def reports_root() -> Path:
-    """Where bench and tune reports go: `reports/` in the repo, or REPORTS_DIR."""
-    return Path(os.environ.get("REPORTS_DIR") or REPO_ROOT / "reports").resolve()
-
-
-def state_root() -> Path:
-    return Path(os.environ.get("STACK_DIR") or REPO_ROOT / ".stack").resolve()
 
 
 def in_job() -> bool:

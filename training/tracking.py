@@ -12,8 +12,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from training.errors import UserError
-from training.targets import REPO_ROOT
+from core.errors import UserError
+from core.paths import REPO_ROOT
 
 
 def client(tracking_uri: str):

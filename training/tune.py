@@ -37,9 +37,10 @@ import yaml
 from training import cluster, models, runner, storage, tracking
 from training import data as datamod
 from training.config import TrainConfig, build_config, read_yaml_mapping
-from training.errors import UserError
+from core.errors import UserError
 from training.progress import console
-from training.targets import Target, reports_root
+from core.paths import reports_root
+from training.targets import Target
 from training.tasks import TASKS, Task
 
 SEARCH_RECORD = "search.json"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from training.config import build_config, parse_assignments, read_config_file, read_environment
-from training.errors import UserError
+from core.errors import UserError
 from training.runner import resolve_config
 from training.targets import Target
 

@@ -9,7 +9,7 @@ import pytest
 
 from training.config import build_config
 from training.data import prepare
-from training.errors import UserError
+from core.errors import UserError
 from training.tasks import TASKS
 
 
