@@ -17,9 +17,10 @@ import time
 from rich.console import Console
 from rich.table import Table
 
+from core.errors import UserError
+from core.state import Endpoints
 from stack import health, inventory, playbook, ports
 from stack.state import AVAILABLE_CLOUDS, CLOUDS, Stack
-from core.errors import UserError
 
 EXIT_USER_ERROR = 2
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
@@ -160,7 +161,7 @@ def _need_root() -> None:
         )
 
 
-def _report(stack: Stack, endpoints: dict, checks: list[health.Check]) -> None:
+def _report(stack: Stack, endpoints: Endpoints, checks: list[health.Check]) -> None:
     table = Table(show_header=True, header_style="bold")
     for column in ("service", "health", "address", "detail", "log"):
         table.add_column(column)
@@ -171,10 +172,10 @@ def _report(stack: Stack, endpoints: dict, checks: list[health.Check]) -> None:
     password = stack.display(stack.folder / "secrets" / "mlflow_admin_password")
     token = stack.display(stack.folder / "secrets" / "ray_auth_token")
     console.print(
-        f"MLflow UI   {endpoints['mlflow_tracking_uri']}  user "
-        f"{endpoints['mlflow_username']}, password in {password}\n"
-        f"Ray         {endpoints['ray_address']}  token in {token}\n"
-        f"checkpoints {endpoints['checkpoint_storage']}\n"
+        f"MLflow UI   {endpoints.mlflow_tracking_uri}  user "
+        f"{endpoints.mlflow_username}, password in {password}\n"
+        f"Ray         {endpoints.ray_address}  token in {token}\n"
+        f"checkpoints {endpoints.checkpoint_storage}\n"
         "`make train TASK=classify` now runs as a job on this stack"
     )
 

@@ -12,6 +12,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.state import Endpoints
+
 
 @dataclass
 class Check:
@@ -37,8 +39,8 @@ def _get(url: str, headers: dict | None = None, timeout: float = 5) -> tuple[int
         return 0, str(getattr(err, "reason", err))
 
 
-def postgresql(endpoints: dict) -> Check:
-    host, port = endpoints["postgresql_address"].rsplit(":", 1)
+def postgresql(endpoints: Endpoints) -> Check:
+    host, port = endpoints.postgresql_address.rsplit(":", 1)
     try:
         with socket.create_connection((host, int(port)), timeout=3):
             ok, detail = True, "accepting connections"
@@ -47,13 +49,13 @@ def postgresql(endpoints: dict) -> Check:
     return Check("PostgreSQL", ok, f"{host}:{port}", detail, _log(endpoints, "postgresql"))
 
 
-def mlflow(endpoints: dict) -> Check:
-    uri = endpoints["mlflow_tracking_uri"].rstrip("/")
+def mlflow(endpoints: Endpoints) -> Check:
+    uri = endpoints.mlflow_tracking_uri.rstrip("/")
     log = _log(endpoints, "mlflow")
     status, _ = _get(f"{uri}/health")
     if status != 200:
         return Check("MLflow", False, uri, f"/health answered {status or 'nothing'}", log)
-    login = f"{endpoints['mlflow_username']}:{secret(endpoints['mlflow_password_file'])}"
+    login = f"{endpoints.mlflow_username}:{secret(endpoints.mlflow_password_file)}"
     auth = {"Authorization": "Basic " + base64.b64encode(login.encode()).decode()}
     search = f"{uri}/api/2.0/mlflow/experiments/search?max_results=1000"
     status, body = _get(search, auth)
@@ -63,10 +65,10 @@ def mlflow(endpoints: dict) -> Check:
     return Check("MLflow", True, uri, f"basic auth on, {experiments} experiment(s)", log)
 
 
-def ray(endpoints: dict) -> Check:
-    address = endpoints["ray_address"].rstrip("/")
+def ray(endpoints: Endpoints) -> Check:
+    address = endpoints.ray_address.rstrip("/")
     log = _log(endpoints, "ray")
-    token = {"Authorization": f"Bearer {secret(endpoints['ray_auth_token_file'])}"}
+    token = {"Authorization": f"Bearer {secret(endpoints.ray_auth_token_file)}"}
     status, body = _get(f"{address}/api/version", token)
     if status != 200:
         return Check("Ray", False, address, f"dashboard answered {status or 'nothing'}", log)
@@ -80,8 +82,8 @@ def ray(endpoints: dict) -> Check:
     return Check("Ray", True, address, detail, log)
 
 
-def minio(endpoints: dict) -> Check:
-    url = endpoints["s3_endpoint"].rstrip("/")
+def minio(endpoints: Endpoints) -> Check:
+    url = endpoints.s3_endpoint.rstrip("/")
     status, _ = _get(f"{url}/minio/health/live")
     return Check(
         "MinIO",
@@ -92,14 +94,14 @@ def minio(endpoints: dict) -> Check:
     )
 
 
-def check_all(endpoints: dict) -> list[Check]:
+def check_all(endpoints: Endpoints) -> list[Check]:
     checks = [postgresql(endpoints), mlflow(endpoints), ray(endpoints)]
-    if endpoints.get("s3_endpoint"):
+    if endpoints.s3_endpoint:
         checks.append(minio(endpoints))
     return checks
 
 
-def wait_healthy(endpoints: dict, timeout: float = 90) -> list[Check]:
+def wait_healthy(endpoints: Endpoints, timeout: float = 90) -> list[Check]:
     """Poll until every service is healthy or the time is up; returns the last checks."""
     deadline = time.monotonic() + timeout
     while True:
@@ -109,5 +111,5 @@ def wait_healthy(endpoints: dict, timeout: float = 90) -> list[Check]:
         time.sleep(3)
 
 
-def _log(endpoints: dict, service: str) -> str:
-    return endpoints.get("service_logs", {}).get(service, "")
+def _log(endpoints: Endpoints, service: str) -> str:
+    return endpoints.log(service)

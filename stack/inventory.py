@@ -9,8 +9,8 @@ import os
 
 import yaml
 
-from stack.state import Stack
 from core.paths import REPO_ROOT
+from stack.state import Stack
 
 LOCAL_INVENTORY = REPO_ROOT / "ansible" / "inventories" / "local"
 

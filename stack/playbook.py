@@ -14,6 +14,7 @@ from rich.console import Console
 
 from core.errors import UserError
 from core.paths import REPO_ROOT
+from core.services import SERVICES
 
 ANSIBLE_DIR = REPO_ROOT / "ansible"
 ANSIBLE_VENV = Path(os.environ.get("ANSIBLE_VENV") or REPO_ROOT / ".venv-ansible")
@@ -21,21 +22,6 @@ ANSIBLE_VENV = Path(os.environ.get("ANSIBLE_VENV") or REPO_ROOT / ".venv-ansible
 TASK = re.compile(r"^TASK \[(?:(?P<role>[\w-]+) : )?(?P<name>.*)\] \*+$")
 FATAL = re.compile(r"^fatal: \[(?P<host>[^\]]+)\]: (?:FAILED|UNREACHABLE)! => (?P<detail>.*)$")
 RECAP = re.compile(r"^(?P<host>\S+)\s*: ok=\d+\s+changed=(?P<changed>\d+)\s+unreachable=\d+")
-SERVICE_OF_ROLE = {
-    "common": "host setup",
-    "postgresql": "PostgreSQL",
-    "minio": "MinIO",
-    "mlflow": "MLflow",
-    "ray": "Ray",
-}
-# The roles' default service names (supervisor program or systemd unit).
-UNIT_OF_ROLE = {
-    "postgresql": ("postgresql", "postgresql@15-main"),
-    "minio": ("minio", "minio"),
-    "mlflow": ("mlflow", "mlflow"),
-    "ray": ("ray-head", "ray-head"),
-}
-
 console = Console(stderr=True, highlight=False)
 
 
@@ -94,18 +80,19 @@ def run(
         if failure is None:
             raise UserError(f"{playbook} failed; its output is in {log}")
         role, task, message = failure
-        service = SERVICE_OF_ROLE.get(role, "the stack")
-        where = f"; its log: {service_log(role)}" if role in UNIT_OF_ROLE else ""
+        known = SERVICES.get(role)
+        service = known.title if known else "the stack"
+        where = f"; its log: {service_log(role)}" if known and known.name_key else ""
         raise UserError(f"{service}: task '{task}' failed: {message}{where}; Ansible log: {log}")
     return Outcome(changed, log)
 
 
 def service_log(role: str) -> str:
     """Where a local service writes its log: supervisor's file, or the systemd journal."""
-    program, unit = UNIT_OF_ROLE[role]
+    service = SERVICES[role]
     if Path("/run/systemd/system").is_dir():
-        return f"journalctl -u {unit}"
-    return f"/var/log/supervisor/{program}.log"
+        return f"journalctl -u {service.unit()}"
+    return f"/var/log/supervisor/{service.program()}.log"
 
 
 def _message(detail: str) -> str:

@@ -1,19 +1,12 @@
-"""The fixed ports a `local` stack listens on (ARCHITECTURE.md), checked before `up` and
-after `down`."""
+"""The fixed ports a `local` stack listens on (the roles' defaults, through core.services),
+checked before `up` and after `down`."""
 
 from __future__ import annotations
 
 import socket
 import time
 
-LOCAL_PORTS = {
-    5432: "PostgreSQL",
-    5000: "MLflow",
-    6379: "Ray GCS",
-    8265: "Ray dashboard and Jobs API",
-    10001: "Ray client server",
-    52365: "Ray dashboard agent",
-}
+from core.services import local_ports
 
 
 def taken(port: int, host: str = "127.0.0.1") -> bool:
@@ -23,7 +16,7 @@ def taken(port: int, host: str = "127.0.0.1") -> bool:
 
 
 def taken_ports() -> dict[int, str]:
-    return {port: name for port, name in LOCAL_PORTS.items() if taken(port)}
+    return {port: name for port, name in local_ports().items() if taken(port)}
 
 
 def wait_free(timeout: float = 60) -> dict[int, str]:

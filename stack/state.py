@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from core import state
 from core.paths import REPO_ROOT, state_root
 
 CLOUDS = ("local", "sim", "chameleon")
@@ -24,7 +25,7 @@ class Stack:
 
     @property
     def folder(self) -> Path:
-        return state_root() / self.name
+        return state.stack_folder(self.name)
 
     @property
     def inventory(self) -> Path:
@@ -32,11 +33,11 @@ class Stack:
 
     @property
     def endpoints_file(self) -> Path:
-        return self.folder / "endpoints.json"
+        return self.folder / state.ENDPOINTS
 
     @property
     def record_file(self) -> Path:
-        return self.folder / "stack.json"
+        return self.folder / state.STACK_RECORD
 
     @property
     def backups(self) -> Path:
@@ -56,15 +57,12 @@ class Stack:
     def exists(self) -> bool:
         return self.record_file.is_file() or self.inventory.is_file()
 
-    def endpoints(self) -> dict | None:
-        if not self.endpoints_file.is_file():
-            return None
-        return json.loads(self.endpoints_file.read_text())
+    def endpoints(self) -> state.Endpoints | None:
+        return state.Endpoints.read(self.folder)
 
     def record(self) -> dict:
-        if not self.record_file.is_file():
-            return {}
-        return json.loads(self.record_file.read_text())
+        record = state.StackRecord.read(self.folder)
+        return record.to_dict() if record else {}
 
     def save_record(self, **fields) -> None:
         record = {**self.record(), "name": self.name, "cloud": self.cloud, **fields}

@@ -17,18 +17,19 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
 from core.errors import UserError, root_cause
-
-COLUMNS = [
-    "task", "strategy", "workers", "batch_size", "steps", "step_time_median_s",
-    "step_time_p90_s", "samples_per_s", "tokens_per_s", "speedup", "efficiency",
-    "model_state_bytes_per_rank", "peak_mem_bytes_per_rank", "mfu", "loss", "metric_name",
-    "metric_value", "status", "error",
-]  # fmt: skip
+from training import session as sessions
+from training import worker
+from training.config import input_length
+from training.evaluation import evaluate
+from training.settings import BenchSettings
+from training.spec import WorkerSpec
+from training.step import TrainStep
 
 # Dense peak TFLOP/s per GPU by name fragment: (bf16/fp16 tensor cores, fp32).
 PEAK_TFLOPS = {
@@ -49,31 +50,6 @@ class Cell:
         return f"{self.strategy} x{self.workers} b{self.batch_size}"
 
 
-def parse_axis(name: str, raw: str, cast: Callable, allowed: tuple = ()) -> list:
-    values = []
-    for item in raw.split(","):
-        item = item.strip()
-        if not item:
-            continue
-        try:
-            value = cast(item)
-        except ValueError:
-            raise UserError(f"{name}={raw!r}: {item!r} is not valid; e.g. {name}=1,2") from None
-        if allowed and value not in allowed:
-            raise UserError(f"{name}: {item!r} is not one of {', '.join(map(str, allowed))}")
-        if cast is int and value < 1:
-            raise UserError(f"{name}: values must be 1 or more, got {item}")
-        values.append(value)
-    if not values:
-        raise UserError(f"{name} is empty; give a comma-separated list")
-    return list(dict.fromkeys(values))
-
-
-def default_workers(capacity: int) -> list[int]:
-    """{1, 2, 4} capped at the GPUs or cores available."""
-    return [w for w in (1, 2, 4) if w <= max(1, capacity)]
-
-
 def matrix(strategies: list[str], workers: list[int], batches: list[int]) -> list[Cell]:
     return [Cell(s, w, b) for s in strategies for b in batches for w in workers]
 
@@ -92,7 +68,9 @@ def _local_bytes(tensor) -> int:
 def model_state_bytes(model, optimizer) -> int:
     params = list(model.parameters())
     total = sum(_local_bytes(p) for p in params)
-    total += sum(_local_bytes(p.grad) for p in params)
+    # Each trained parameter's gradient (same shape and dtype as its shard), held from the
+    # backward pass to the end of the step.
+    total += sum(_local_bytes(p) for p in params if p.requires_grad)
     for state in optimizer.state.values():
         total += sum(_local_bytes(v) for v in state.values() if torch.is_tensor(v))
     return total
@@ -115,32 +93,28 @@ def peak_flops(device: torch.device, precision: str) -> float | None:
 
 
 def _sync(device: torch.device) -> None:
+    """Wait for the device and every rank: what a step's wall time is measured between."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     if dist.is_initialized() and dist.get_world_size() > 1:
         dist.barrier()
 
 
-def _reduce(values: list[float], device: torch.device, op) -> list[float]:
-    tensor = torch.tensor(values, dtype=torch.float64, device=device)
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(tensor, op=op)
-    return tensor.tolist()
+def measure(spec: WorkerSpec, rank: int, world: int, device: torch.device) -> dict:
+    """Warm up, time `steps` optimizer steps of the training step, then evaluate. Returns
+    rank 0's view."""
+    from torch.utils.data import DataLoader
 
+    from training.loop import ResumableSampler
 
-def measure(config: dict, rank: int, world: int, device: torch.device) -> dict:
-    """Warm up, time `steps` optimizer steps, then evaluate. Returns rank 0's view."""
-    from torch.utils.data import DataLoader, DistributedSampler
-
-    from training import loop, strategies
-
-    w = loop.setup_worker(config, rank, world, device)
+    w = worker.setup(spec, rank, world, device)
     cfg, model = w.cfg, w.model
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)  # this cell's peak, not the process's
-    steps, warmup = config["steps"], config["warmup"]
-    optimizer = loop.build_optimizer(cfg, model)
-    sampler = DistributedSampler(
+    warmup, steps = spec.bench
+    train_step = TrainStep(w, warmup + steps)
+    # The sampler and loader of `make train`, so a cell sees the batches a run would.
+    sampler = ResumableSampler(
         w.train_items, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed, drop_last=True
     )
     loader = DataLoader(
@@ -162,83 +136,61 @@ def measure(config: dict, rank: int, world: int, device: torch.device) -> dict:
 
     feed = batches()
     accumulation = cfg.gradient_accumulation_steps
-    times, tokens, padded, state_bytes, loss_value = [], 0.0, 0.0, 0, 0.0
+    times = []
     model.train()
     for index in range(warmup + steps):
-        timed = index >= warmup
+        if index == warmup:
+            train_step.reset()  # the window of statistics covers the timed steps only
         _sync(device)
         started = time.perf_counter()
-        for micro in range(accumulation):
-            batch = loop.to_device(
-                {k: v for k, v in next(feed).items() if k != "reference"}, device
-            )
-            with strategies.gradient_sync(model, micro == accumulation - 1), w.autocast():
-                loss = model(**batch).loss
-            w.scaler.scale(loss / accumulation).backward()
-            if timed:
-                tokens += float(batch["attention_mask"].sum())
-                padded += batch["input_ids"].numel() + batch["labels"].numel() * (
-                    w.task.kind == "seq2seq"
-                )
-        if index == warmup + steps - 1:
-            state_bytes = model_state_bytes(model, optimizer)  # gradients still held
-        w.scaler.step(optimizer)
-        w.scaler.update()
-        optimizer.zero_grad(set_to_none=True)
+        train_step([next(feed) for _ in range(accumulation)])
         _sync(device)
-        if timed:
+        if index >= warmup:
             times.append(time.perf_counter() - started)
-            loss_value = float(loss.detach())
-    if device.type == "cuda":
-        state_bytes = max(state_bytes, model_state_bytes(model, optimizer))
+    window = train_step.read()
+    worst_state, worst_peak = worker.over_ranks(
+        [model_state_bytes(model, train_step.optimizer), peak_memory_bytes(device)],
+        device,
+        dist.ReduceOp.MAX,
+    )
+    metrics = evaluate(w)
     wall = sum(times)
-    tokens, padded, loss_sum = _reduce([tokens, padded, loss_value], device, dist.ReduceOp.SUM)
-    worst_state, worst_peak = _reduce(
-        [state_bytes, peak_memory_bytes(device)], device, dist.ReduceOp.MAX
-    )
-    metrics = loop.evaluate(
-        w.task, model, w.eval_items, cfg, w.tokenizer, device, w.autocast, rank, world
-    )
-    samples = steps * accumulation * cfg.per_device_train_batch_size * world
     median = statistics.median(times)
     peak = peak_flops(device, w.precision)
     params = sum(p.numel() for p in model.parameters())  # FSDP2 DTensors: global numel
     # Training FLOPs ~ 6 x parameters x tokens processed (forward + backward, dense layers).
-    mfu = (6 * params * (padded / steps) / median) / (peak * world) if peak else float("nan")
+    per_step = window["padded"] / steps
+    mfu = (6 * params * per_step / median) / (peak * world) if peak else float("nan")
     primary = w.task.primary_metric
     return {
         "step_time_median_s": median,
         "step_time_p90_s": sorted(times)[max(0, math.ceil(0.9 * len(times)) - 1)],
-        "samples_per_s": samples / wall,
-        "tokens_per_s": tokens / wall,
+        "samples_per_s": window["rows"] / wall,
+        "tokens_per_s": window["tokens"] / wall,
         "model_state_bytes_per_rank": int(worst_state),
         "peak_mem_bytes_per_rank": int(worst_peak),
         "mfu": mfu,
-        "loss": loss_sum / world,
+        "loss": window["loss"],
         "metric_name": primary,
         "metric_value": metrics.get(f"eval/{primary}", float("nan")),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "precision": w.precision,
+        "seq_len": input_length(cfg, w.task),
     }
 
 
 def cell_worker(config: dict) -> None:
     """Ray Train entry point of one cell."""
-    import ray.train
-    import ray.train.torch
-
-    ctx = ray.train.get_context()
-    device = ray.train.torch.get_device()
-    rank = ctx.get_world_rank()
-    result = measure(config, rank, ctx.get_world_size(), device)
+    spec: WorkerSpec = config["spec"]
+    session = sessions.for_spec(spec)
+    rank, world = session.rank_world()
+    result = measure(spec, rank, world, session.device())
     # Ray Train keeps the metrics of checkpointed reports: rank 0 attaches a small one.
-    checkpoint = None
+    folder = None
     if rank == 0:
-        folder = tempfile.mkdtemp(prefix="bench-")
-        with open(os.path.join(folder, "result.json"), "w") as f:
-            json.dump(result, f)
-        checkpoint = ray.train.Checkpoint.from_directory(folder)
-    ray.train.report(result, checkpoint=checkpoint)
+        folder = Path(tempfile.mkdtemp(prefix="bench-"))
+        (folder / "result.json").write_text(json.dumps(result))
+    session.report(result, folder)
 
 
 # --- the matrix, on the driver ----------------------------------------------------------------
@@ -286,24 +238,6 @@ def run_matrix(
     return add_scaling(rows)
 
 
-def environment_axes(
-    environ=None, capacity: int = 1
-) -> tuple[list[str], list[int], list[int], int, int]:
-    environ = os.environ if environ is None else environ
-    strategies = parse_axis(
-        "BENCH_STRATEGIES", environ.get("BENCH_STRATEGIES") or "ddp,fsdp", str, ("ddp", "fsdp")
-    )
-    workers = (
-        parse_axis("BENCH_WORKERS", environ["BENCH_WORKERS"], int)
-        if environ.get("BENCH_WORKERS")
-        else default_workers(capacity)
-    )
-    batches = parse_axis("BENCH_BATCH", environ.get("BENCH_BATCH") or "8,16,32", int)
-    steps = parse_axis("BENCH_STEPS", environ.get("BENCH_STEPS") or "10", int)[0]
-    warmup = parse_axis("BENCH_WARMUP", environ.get("BENCH_WARMUP") or "3", int)[0]
-    return strategies, workers, batches, steps, warmup
-
-
 def run(cfg, target, splits, source, environ=None) -> tuple[str, list[dict]]:
     """Run the matrix on the embedded cluster; write the report; returns (bench id, rows)."""
     import ray
@@ -312,17 +246,14 @@ def run(cfg, target, splits, source, environ=None) -> tuple[str, list[dict]]:
     from ray.train.v2.api.config import LoggingConfig
     from rich.progress import Progress
 
-    from training import cluster, reports
+    from training import cluster, reports, tracking
     from training.progress import console
 
     bench_id = time.strftime("%Y%m%d-%H%M%S")
-    gpus_wanted = max(
-        parse_axis("BENCH_WORKERS", (environ or os.environ).get("BENCH_WORKERS") or "1", int)
-    )
-    gpus = cluster.start(gpus_wanted, target.tracking_uri)
-    strategies_, workers, batches, steps, warmup = environment_axes(
-        environ, gpus or (os.cpu_count() or 1)
-    )
+    axes = BenchSettings.read(environ)
+    gpus = cluster.start(max(axes.workers or [1]), target.tracking_uri)
+    workers = axes.workers_for(gpus or (os.cpu_count() or 1))
+    strategies_, batches, steps, warmup = axes.strategies, axes.batches, axes.steps, axes.warmup
     if gpus and max(workers) > gpus:
         raise UserError(
             f"BENCH_WORKERS asks for {max(workers)} workers; this machine has {gpus} GPUs"
@@ -331,23 +262,26 @@ def run(cfg, target, splits, source, environ=None) -> tuple[str, list[dict]]:
     data_ref = ray.put({"train": splits.train, "validation": splits.validation})
     storage = target.state_dir / "bench" / bench_id
 
+    base = WorkerSpec.build(
+        cfg,
+        splits.label_names,
+        source,
+        data_ref,
+        tracking_uri=target.tracking_uri,
+        bench=(warmup, steps),
+    )
+
     def run_cell(cell: Cell) -> dict:
-        cell_cfg = {
-            **cfg.to_dict(),
-            "strategy": cell.strategy,
-            "workers": cell.workers,
-            "per_device_train_batch_size": cell.batch_size,
-        }
+        spec = base.replace(
+            cfg={
+                "strategy": cell.strategy,
+                "workers": cell.workers,
+                "per_device_train_batch_size": cell.batch_size,
+            }
+        )
         trainer = TorchTrainer(
             cell_worker,
-            train_loop_config={
-                "cfg": cell_cfg,
-                "labels": splits.label_names,
-                "source": {"location": source.location, "kind": source.kind},
-                "data": data_ref,
-                "steps": steps,
-                "warmup": warmup,
-            },
+            train_loop_config={"spec": spec},
             scaling_config=ScalingConfig(
                 num_workers=cell.workers,
                 use_gpu=gpus > 0,
@@ -382,7 +316,7 @@ def run(cfg, target, splits, source, environ=None) -> tuple[str, list[dict]]:
 
         rows = run_matrix(cells, run_cell, cfg.task, steps, done)
     folder = reports.write_bench(bench_id, rows, cfg, gpus, warmup)
-    reports.log_bench(target, bench_id, rows, folder, cfg)
+    reports.log_bench(tracking.Tracker(target.tracking_uri), target, bench_id, rows, folder, cfg)
     console.print(reports.bench_table(rows))
     console.print(f"report: {folder / 'report.md'}")
     return bench_id, rows

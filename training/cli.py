@@ -14,8 +14,8 @@ import os
 import sys
 import warnings
 
-from training import interrupts
 from core.errors import UserError
+from training import interrupts, phases  # noqa: F401  (phases: the process's start time)
 
 EXIT_USER_ERROR = 2
 
@@ -44,25 +44,38 @@ def _resolve(assignments: list[str], defaults: dict | None = None):
 
 
 def cmd_train(assignments: list[str]) -> int:
-    from training import runner
+    from training import dryrun, runner, settings
 
     cfg, explicit, target = _resolve(assignments)
+    dry = settings.dry_run()
     if target.stack:
-        return _submit("train", cfg, explicit, target)
-    chosen = "PROFILE" if explicit.get("profile") else f"default for target {target.name}"
+        return _submit("train", cfg, explicit, target, dry)
+    chosen = "PROFILE" if explicit.get("profile") else f"default for target {target.cloud}"
     print(f"profile: {cfg.profile} ({chosen}; PROFILE=smoke|local|full to change)")
     plan = runner.plan(cfg, explicit, target)
+    if dry:
+        resume = (
+            f"continues run {plan.run_name} (MLflow run {plan.run_id})"
+            if plan.run_id
+            else "a new run"
+        )
+        dryrun.show("train", plan.cfg, target, plan.splits, plan.source, run=resume)
+        return 0
     runner.run(plan)
     return 0
 
 
-def _submit(command: str, cfg, explicit: dict, target) -> int:
+def _submit(command: str, cfg, explicit: dict, target, dry: bool) -> int:
     """Settings are checked here, then the command runs as a job on the stack."""
     from training import jobs
     from training.config import validate
 
     validate(cfg)
-    return jobs.submit(command, explicit, target.stack, os.environ.get("SPACE", ""))
+    space = os.environ.get("SPACE", "")
+    if dry:
+        jobs.show(command, explicit, target.cloud, target.stack, space)
+        return 0
+    return jobs.submit(command, explicit, target.cloud, target.stack, space)
 
 
 def _user_layers(assignments: list[str]) -> list[dict]:
@@ -79,54 +92,86 @@ def cmd_bench(assignments: list[str]) -> int:
     import tempfile
     from pathlib import Path
 
-    from training import bench, data, models
+    from training import bench, data, dryrun, models, settings
     from training.tasks import TASKS
 
     # A small evaluation keeps each cell short; the metric is a snapshot after a few steps.
     cfg, explicit, target = _resolve(assignments, {"max_eval_samples": 128})
+    dry = settings.dry_run()
     if target.stack:
-        return _submit("bench", cfg, explicit, target)
-    bench.environment_axes(capacity=os.cpu_count() or 1)  # bad axes fail before any work
+        return _submit("bench", cfg, explicit, target, dry)
+    axes = settings.BenchSettings.read()  # bad axes fail before any work
     print(f"profile: {cfg.profile}")
     task = TASKS[cfg.task]
     splits = data.prepare(task, cfg)
     source = models.resolve(task, cfg)
+    if dry:
+        capacity = os.cpu_count() or 1
+        cells = bench.matrix(axes.strategies, axes.workers_for(capacity), axes.batches)
+        dryrun.show(
+            "bench",
+            cfg,
+            target,
+            splits,
+            source,
+            cells=f"{len(cells)}: " + ", ".join(c.label() for c in cells),
+            steps=f"{axes.warmup} warm-up + {axes.steps} timed per cell",
+        )
+        return 0
     target.state_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.state_dir, prefix="bench-model-") as tmp:
         if source is None:
             source = models.build_smoke(
-                task, splits.train, cfg.seed, splits.label_names, Path(tmp), cfg.smoke_model
+                task,
+                splits.train,
+                cfg.seed,
+                splits.label_names,
+                Path(tmp),
+                cfg.smoke_model,
+                cfg.smoke_seq_len,
             )
         bench.run(cfg, target, splits, source)
     return 0
 
 
 def cmd_tune(assignments: list[str]) -> int:
-    from training import tune
+    from training import dryrun, settings, tune
 
     cfg, explicit, target = _resolve(assignments)
+    dry = settings.dry_run()
     if target.stack:
-        return _submit("tune", cfg, explicit, target)
+        return _submit("tune", cfg, explicit, target, dry)
     print(f"profile: {cfg.profile} (PROFILE=smoke|local|full to change)")
-    search = tune.plan(
-        cfg,
-        explicit,
-        target,
-        space_file=os.environ.get("SPACE", ""),
-        samples=os.environ.get("TUNE_SAMPLES", ""),
-    )
+    chosen = settings.TuneSettings.read()
+    search = tune.plan(cfg, explicit, target, space_file=chosen.space, samples=chosen.samples)
+    if dry:
+        spec = search.spec
+        dryrun.show(
+            "tune",
+            search.cfg,
+            target,
+            search.splits,
+            search.source,
+            search=f"continues {search.search_id}" if search.continuing else "a new search",
+            trials=f"{spec.num_samples}, ASHA on {spec.metric} ({spec.mode}), steps "
+            f"{search.grace_period}..{search.max_t}",
+            space="; ".join(f"{k} {d.describe()}" for k, d in spec.space.items()),
+        )
+        return 0
     tune.run(search)
     return 0
 
 
 def cmd_job(action: str, job_id: str) -> int:
-    from training import jobs, targets
+    from core import state
+    from training import jobs
 
-    endpoints = targets.stack_endpoints()
-    if endpoints is None:
+    up = state.stack_up(state.stack_name())
+    if up is None:
         raise UserError("no stack is up, so there are no jobs; `make up` starts one")
     if not job_id:
         raise UserError(f"`make {action}` needs JOB=<id>; `make status` lists running jobs")
+    endpoints = up[1]
     if action == "logs":
         return jobs.follow(job_id, endpoints)
     jobs.cancel(job_id, endpoints)
@@ -135,9 +180,15 @@ def cmd_job(action: str, job_id: str) -> int:
 
 def cmd_settings() -> int:
     from training.config import TrainConfig
+    from training.settings import GROUPS
 
+    print("# a run's settings (make variable, then key=value for ARGS= or a CONFIG file)")
     for key, value in TrainConfig().to_dict().items():
         print(f"{key.upper():32} {key}={value!r}")
+    for group, variables in GROUPS.items():
+        print(f"\n# {group}")
+        for variable in variables:
+            print(f"{variable.name:32} {variable.default!r:14} {variable.meaning}")
     return 0
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import os
 
-from training import interrupts, storage, tracking
 from core.errors import UserError
+from training import interrupts, storage, tracking
 from training.targets import in_job
 
 
@@ -14,7 +14,7 @@ def start(workers: int, tracking_uri: str) -> int:
     """Start the in-process Ray cluster, or join the stack's inside a job; returns its GPUs."""
     import ray
 
-    from training.loop import worker_environment
+    from training.environment import worker_environment
 
     if in_job():
         # The job's runtime environment (code, settings) and the nodes' own environment

@@ -36,12 +36,14 @@ class TrainConfig:
     max_eval_samples: int = 0
     max_seq_length: int = 0  # 0 = the task's default
     smoke_model: str = "tiny"  # smoke's model: "tiny", or "seed": the seed model's real size
+    smoke_seq_len: int = 0  # smoke rows of this many tokens (speed at real lengths); 0 = short
     # run identity
     run_name: str = ""  # "" = <task>-<profile>-<timestamp>; an existing name continues that run
     resume: bool = False  # continue the latest run of this task from its last checkpoint
     # distribution
     workers: int = 1
     strategy: str = "ddp"
+    compile: bool = False  # torch.compile the model: faster steps after a slow first one
     # Hugging Face training arguments
     learning_rate: float = 5e-5
     num_train_epochs: int = 3
@@ -213,8 +215,13 @@ def validate(cfg: TrainConfig) -> None:
         "max_seq_length",
         "max_length",
         "seed",
+        "smoke_seq_len",
     ):
         _require(getattr(cfg, key) >= 0, f"{key} must be 0 or more, got {getattr(cfg, key)}")
+    _require(
+        cfg.smoke_seq_len == 0 or cfg.profile in ("smoke", ""),
+        "smoke_seq_len applies to PROFILE=smoke only; use max_seq_length for real data",
+    )
     _require(0 < cfg.validation_split < 1, "validation_split must be between 0 and 1")
     _require(cfg.temperature >= 0, "temperature must be 0 (beam search) or more (sampling)")
     _require(cfg.length_penalty > -10, "length_penalty is out of range")
@@ -222,3 +229,9 @@ def validate(cfg: TrainConfig) -> None:
         cfg.run_name == "" or all(c.isalnum() or c in "-_." for c in cfg.run_name),
         f"RUN_NAME {cfg.run_name!r} may hold only letters, digits, '-', '_' and '.'",
     )
+
+
+def input_length(cfg: TrainConfig, task) -> int:
+    """Tokens per input row: smoke_seq_len for long smoke rows, else max_seq_length, else the
+    task's default."""
+    return cfg.smoke_seq_len or cfg.max_seq_length or task.max_seq_length

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from training.config import TrainConfig
 from core.errors import UserError
+from training.config import TrainConfig
 from training.hub import require_hub
 from training.tasks import Task
 
@@ -233,6 +233,32 @@ def _load_hub(
     return train, (loaded[val_name].to_pandas() if val_name else None)
 
 
+def lengthen(frame: pd.DataFrame, task: Task, words: int) -> pd.DataFrame:
+    """Smoke rows of at least `words` words (tokens, for the word-level smoke tokenizer), for
+    speed at realistic lengths: each text goes on with the texts of the rows after it that
+    share its label (classifiers), or with other articles after its own (summarize, whose
+    summary is the article's first sentence), so the signal stays where it was."""
+    column = task.text_column
+    texts = frame[column].tolist()
+    groups = (
+        frame.groupby(task.target_column).indices
+        if task.kind == "classification"
+        else {None: list(range(len(frame)))}
+    )
+    longer = list(texts)
+    for members in groups.values():
+        members = list(members)
+        for position, row in enumerate(members):
+            parts, count, step = [texts[row]], len(texts[row].split()), 1
+            while count < words:
+                extra = texts[members[(position + step) % len(members)]]
+                parts.append(extra)
+                count += len(extra.split())
+                step += 1
+            longer[row] = " ".join(parts)
+    return frame.assign(**{column: longer})
+
+
 def prepare(task: Task, cfg: TrainConfig) -> Splits:
     labels = label_set(task, cfg)
     validation = None
@@ -246,6 +272,9 @@ def prepare(task: Task, cfg: TrainConfig) -> Splits:
     elif cfg.profile == "smoke":
         source = f"generated {task.name} data (seed {cfg.seed})"
         frame = task.generate(task.smoke_rows(), cfg.seed)
+        if cfg.smoke_seq_len:
+            frame = lengthen(frame, task, cfg.smoke_seq_len)
+            source += f", rows of {cfg.smoke_seq_len} tokens"
     else:
         source = f"hub dataset {task.hub_data.dataset}"
         frame, validation = _load_hub(task, cfg, task.hub_data.dataset)

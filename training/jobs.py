@@ -18,6 +18,7 @@ from pathlib import Path
 
 from core.errors import UserError
 from core.paths import REPO_ROOT
+from core.state import Endpoints
 
 # What stays home: environments, state, outputs, caches. (.gitignore is not used, so that a
 # git-ignored data file in the repository travels too.)
@@ -37,31 +38,30 @@ EXCLUDES = [
 ]
 # Settings that name files: they must be inside the repository to travel with the job.
 PATH_SETTINGS = ("data", "model")
-PASSED_ENVIRONMENT = ("TUNE_SAMPLES", "BENCH_")
 FINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 # What bench and tune leave on the cluster, which the client copies back: the MLflow artifact
 # folder of their parent run, and the file to point the user at.
 REPORTS = {"bench": ("report", "report.md"), "tune": ("search", "best.yaml")}
 
 
-def client(endpoints: dict):
+def client(endpoints: Endpoints):
     from ray.job_submission import JobSubmissionClient
 
     # Not the SDK's upload and websocket chatter: the job's own log is what the user reads.
     for name in [n for n in logging.root.manager.loggerDict if n.startswith("ray")]:
         logging.getLogger(name).setLevel(logging.ERROR)
-    token_file = endpoints["ray_auth_token_file"]
+    token_file = endpoints.ray_auth_token_file
     # Set the mode explicitly (ENVIRONMENT.md: a stray ~/.ray/auth_token flips it silently).
     os.environ["RAY_AUTH_MODE"] = "token"
     os.environ["RAY_AUTH_TOKEN_PATH"] = token_file
     token = Path(token_file).read_text().strip()
     try:
         return JobSubmissionClient(
-            endpoints["ray_address"], headers={"Authorization": f"Bearer {token}"}
+            endpoints.ray_address, headers={"Authorization": f"Bearer {token}"}
         )
     except (ConnectionError, RuntimeError) as exc:
         raise UserError(
-            f"the stack's Ray cluster at {endpoints['ray_address']} does not answer ({exc}); "
+            f"the stack's Ray cluster at {endpoints.ray_address} does not answer ({exc}); "
             "`make status` shows the services"
         ) from None
 
@@ -82,30 +82,45 @@ def carried(value: str, what: str) -> str:
     return str(path.relative_to(REPO_ROOT))
 
 
-def submit(command: str, settings: dict, endpoints: dict, space_file: str = "") -> int:
-    """Run `python -m training <command>` on the stack; returns its exit code."""
+def _job(command: str, settings: dict, cloud: str, space_file: str) -> tuple[str, str, dict]:
+    """The job's id, entrypoint and environment (never a secret: the nodes hold those)."""
+    from training.environment import worker_environment
+    from training.settings import job_variables
+    from training.tracking import git_commit
+
     args = [command]
     for key, value in settings.items():
         if key in PATH_SETTINGS and value:
             value = carried(str(value), key.upper())
         args.append(f"{key}={value}")
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k.startswith(PASSED_ENVIRONMENT) or k.startswith("HF_")
-    }
+    env = {k: os.environ[k] for k in job_variables() if os.environ.get(k)}
     if space_file:
         env["SPACE"] = carried(space_file, "SPACE")
-    from training.loop import worker_environment
-    from training.tracking import git_commit
-
     job_id = f"{command}-{settings.get('task', 'classify')}-{time.strftime('%Y%m%d-%H%M%S')}"
     env.update(worker_environment())
-    env.update(TRAINING_GIT_COMMIT=git_commit(), TRAINING_JOB_ID=job_id)
+    env.update(TRAINING_GIT_COMMIT=git_commit(), TRAINING_JOB_ID=job_id, STACK_CLOUD=cloud)
+    return job_id, "python -m training " + shlex.join(args), env
+
+
+def show(
+    command: str, settings: dict, cloud: str, endpoints: Endpoints, space_file: str = ""
+) -> None:
+    """DRY_RUN=1 with a stack up: what would be submitted, without contacting the cluster."""
+    job_id, entrypoint, env = _job(command, settings, cloud, space_file)
+    print(f"dry run: `make {command}` would submit job {job_id} (nothing sent)")
+    print(f"  cluster      the {cloud} stack's Ray Jobs API at {endpoints.ray_address}")
+    print(f"  entrypoint   {entrypoint}")
+    print(f"  carries      the working tree {REPO_ROOT} and {', '.join(sorted(env))}")
+    print("  run records, checkpoints and what would be resumed are the stack's own")
+
+
+def submit(command: str, settings: dict, cloud: str, endpoints, space_file: str = "") -> int:
+    """Run `python -m training <command>` on the stack; returns its exit code."""
+    job_id, entrypoint, env = _job(command, settings, cloud, space_file)
     jobs = client(endpoints)
     os.environ["RAY_RUNTIME_ENV_IGNORE_GITIGNORE"] = "1"
     jobs.submit_job(
-        entrypoint="python -m training " + shlex.join(args),
+        entrypoint=entrypoint,
         submission_id=job_id,
         runtime_env={"working_dir": str(REPO_ROOT), "excludes": EXCLUDES, "env_vars": env},
     )
@@ -115,14 +130,14 @@ def submit(command: str, settings: dict, endpoints: dict, space_file: str = "") 
     return code
 
 
-def follow(job_id: str, endpoints: dict, submitted: bool = False) -> int:
+def follow(job_id: str, endpoints: Endpoints, submitted: bool = False) -> int:
     """Stream a job's log until it ends; its user error becomes ours, one line. Ctrl-C (at
     any moment, even while the job's id is printed) leaves the job running and says how to
     get back to it."""
     try:
         if submitted:
             print(
-                f"submitted job {job_id} to the stack's Ray cluster at {endpoints['ray_address']}",
+                f"submitted job {job_id} to the stack's Ray cluster at {endpoints.ray_address}",
                 flush=True,
             )
         jobs = client(endpoints)
@@ -159,21 +174,21 @@ async def _stream(jobs, job_id: str) -> str:
     return last_error
 
 
-def fetch_report(command: str, job_id: str, endpoints: dict) -> Path:
+def fetch_report(command: str, job_id: str, endpoints: Endpoints) -> Path:
     """Copy the report a bench or tune job logged to MLflow into reports/ here."""
     import tempfile
 
     from mlflow.artifacts import download_artifacts
 
     from core.paths import reports_root
-    from training.tracking import client as mlflow_client
+    from training.tracking import Tracker
 
-    os.environ["MLFLOW_TRACKING_USERNAME"] = endpoints["mlflow_username"]
+    os.environ["MLFLOW_TRACKING_USERNAME"] = endpoints.mlflow_username
     os.environ["MLFLOW_TRACKING_PASSWORD"] = (
-        Path(endpoints["mlflow_password_file"]).read_text().strip()
+        Path(endpoints.mlflow_password_file).read_text().strip()
     )
-    uri = endpoints["mlflow_tracking_uri"]
-    tracking = mlflow_client(uri)
+    uri = endpoints.mlflow_tracking_uri
+    tracking = Tracker(uri).client
     experiments = [e.experiment_id for e in tracking.search_experiments()]
     (run,) = tracking.search_runs(experiments, f"tags.ray_job_id = '{job_id}'")
     artifact, shown = REPORTS[command]
@@ -194,7 +209,7 @@ def _display(path: Path) -> str:
     return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
 
 
-def cancel(job_id: str, endpoints: dict) -> None:
+def cancel(job_id: str, endpoints: Endpoints) -> None:
     jobs = client(endpoints)
     status = _known(jobs, job_id)
     if status in FINAL:

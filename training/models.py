@@ -12,8 +12,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from training.config import TrainConfig
 from core.errors import UserError
+from training.config import TrainConfig
 from training.hub import require_hub
 from training.tasks import Task
 from training.tokenizer import train_tokenizer
@@ -52,7 +52,13 @@ def resolve(task: Task, cfg: TrainConfig) -> ModelSource | None:
 
 
 def build_smoke(
-    task: Task, train: pd.DataFrame, seed: int, labels: list[str], folder: Path, size: str = "tiny"
+    task: Task,
+    train: pd.DataFrame,
+    seed: int,
+    labels: list[str],
+    folder: Path,
+    size: str = "tiny",
+    seq_len: int = 0,
 ) -> ModelSource:
     """A model of the task's architecture from a config: tiny, or the seed model's own size,
     with a tokenizer trained on the training data (inputs, and targets for seq2seq)."""
@@ -63,6 +69,8 @@ def build_smoke(
     config = task.tiny_config(tokenizer) if size == "tiny" else task.seed_config(tokenizer)
     if task.kind == "classification":
         config.num_labels = len(labels)
+    if seq_len > getattr(config, "max_position_embeddings", seq_len):
+        config.max_position_embeddings = seq_len  # room for smoke_seq_len's long rows
     torch.manual_seed(seed)
     model = task.model_class().from_config(config)
     folder.mkdir(parents=True, exist_ok=True)

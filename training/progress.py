@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 from queue import Empty
 
 from rich.console import Console
@@ -45,6 +46,8 @@ class TrainingProgress:
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.loss = None
+        self.started_at: float | None = None  # when rank 0 began its first step (monotonic)
+        self.worker_phases: dict[str, float] = {}  # rank 0's seconds per phase, at the end
 
     def __enter__(self):
         self.bar.start()
@@ -58,6 +61,10 @@ class TrainingProgress:
         self.bar.stop()
 
     def _update(self, event: dict) -> None:
+        if event["kind"] == "start" and self.started_at is None:
+            self.started_at = time.monotonic()
+        if event["kind"] == "done":
+            self.worker_phases = event.get("phases", {})
         if event.get("loss") is not None:
             self.loss = event["loss"]
         info = f"loss {self.loss:.4f}" if self.loss is not None else ""

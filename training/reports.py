@@ -13,6 +13,14 @@ from rich.table import Table
 
 from core.paths import reports_root
 
+# The columns of results.csv, in order (the README's benchmark section lists them).
+COLUMNS = [
+    "task", "strategy", "workers", "batch_size", "steps", "step_time_median_s",
+    "step_time_p90_s", "samples_per_s", "tokens_per_s", "speedup", "efficiency",
+    "model_state_bytes_per_rank", "peak_mem_bytes_per_rank", "mfu", "loss", "metric_name",
+    "metric_value", "status", "error",
+]  # fmt: skip
+
 
 def _fmt(value, digits: int = 3) -> str:
     if isinstance(value, float):
@@ -171,8 +179,6 @@ def _plots(rows: list[dict], folder: Path) -> None:
 
 
 def write_bench(bench_id: str, rows: list[dict], cfg, gpus: int, warmup: int) -> Path:
-    from training.bench import COLUMNS
-
     folder = reports_root() / "bench" / bench_id
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / "results.csv", "w", newline="") as f:
@@ -260,48 +266,41 @@ def write_bench(bench_id: str, rows: list[dict], cfg, gpus: int, warmup: int) ->
     return folder
 
 
-def log_bench(target, bench_id: str, rows: list[dict], folder: Path, cfg) -> None:
-    """One MLflow parent run for the matrix, a child run per cell."""
-    import mlflow
+def log_bench(tracker, target, bench_id: str, rows: list[dict], folder: Path, cfg) -> None:
+    """One MLflow parent run for the matrix, a child run per cell, the report as artifacts."""
+    from training.tracking import provenance_tags
 
-    from training import tracking
-
-    experiment = tracking.experiment_id(target.tracking_uri, "bench", target.artifact_root)
-    client = tracking.client(target.tracking_uri)
-    parent = client.create_run(
+    experiment = tracker.experiment("bench", target.artifact_root)
+    parent = tracker.start_run(
         experiment,
-        run_name=f"bench-{bench_id}",
-        tags={"task": cfg.task, "profile": cfg.profile, **tracking.provenance_tags()},
+        f"bench-{bench_id}",
+        tags={"task": cfg.task, "profile": cfg.profile, **provenance_tags()},
+        params={"cells": len(rows)},
     )
-    pid = parent.info.run_id
-    client.log_param(pid, "cells", len(rows))
     for row in rows:
-        child = client.create_run(
+        child = tracker.start_run(
             experiment,
-            run_name=f"{row['strategy']}-x{row['workers']}-b{row['batch_size']}",
+            f"{row['strategy']}-x{row['workers']}-b{row['batch_size']}",
             tags={
-                "mlflow.parentRunId": pid,
                 "task": cfg.task,
                 "strategy": row["strategy"],
                 "status": row["status"],
                 "error": row["error"],
             },
+            params={key: row[key] for key in ("strategy", "workers", "batch_size", "steps")},
+            parent=parent,
         )
-        cid = child.info.run_id
-        for key in ("strategy", "workers", "batch_size", "steps"):
-            client.log_param(cid, key, row[key])
-        for key, value in row.items():
-            if (
-                isinstance(value, (int, float))
-                and key not in ("workers", "batch_size", "steps")
-                and not (isinstance(value, float) and math.isnan(value))
-            ):
-                client.log_metric(cid, key, float(value))
-        client.set_terminated(cid, status="FINISHED" if row["status"] == "ok" else "FAILED")
-    mlflow.set_tracking_uri(target.tracking_uri)
-    with mlflow.start_run(run_id=pid):
-        mlflow.log_artifacts(str(folder), artifact_path="report")
-    client.set_terminated(pid, status="FINISHED")
+        measured = {
+            key: float(value)
+            for key, value in row.items()
+            if isinstance(value, (int, float))
+            and key not in ("workers", "batch_size", "steps")
+            and not (isinstance(value, float) and math.isnan(value))
+        }
+        tracker.log_metrics(child, measured)
+        tracker.finish(child, "FINISHED" if row["status"] == "ok" else "FAILED")
+    tracker.log_report(parent, folder, "report")
+    tracker.finish(parent, "FINISHED")
 
 
 def bench_table(rows: list[dict]) -> Table:

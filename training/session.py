@@ -34,10 +34,11 @@ class TrainSession:
 
         return ray.train.get_checkpoint()
 
-    def report(self, metrics: dict, folder: Path) -> None:
+    def report(self, metrics: dict, folder: Path | None) -> None:
         import ray.train
 
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(folder)))
+        checkpoint = ray.train.Checkpoint.from_directory(str(folder)) if folder else None
+        ray.train.report(metrics, checkpoint=checkpoint)
 
 
 class TuneSession(TrainSession):
@@ -65,6 +66,6 @@ class TuneSession(TrainSession):
         ray.tune.report(metrics, checkpoint=ray.tune.Checkpoint.from_directory(str(folder)))
 
 
-def for_config(config: dict) -> TrainSession:
-    """The loop config names its session: `"session": "tune"` in a Tune trial."""
-    return TuneSession() if config.get("session") == "tune" else TrainSession()
+def for_spec(spec) -> TrainSession:
+    """The worker spec names its session: "tune" in a Tune trial, else a Ray Train worker."""
+    return TuneSession() if spec.session == "tune" else TrainSession()

@@ -1,29 +1,31 @@
 """Where a run tracks and stores: a stack, environment overrides, or the embedded default.
 
-- A stack is up (`make up`; its `.stack/<name>/endpoints.json`): the command is submitted as a
-  Ray job to the stack's cluster (training/jobs.py).
+- A stack is up (`make up`; read through core.state): the command is submitted as a Ray job to
+  the stack's cluster (training/jobs.py).
 - Inside such a job: the Ray nodes' environment names the stack's MLflow, checkpoint storage
-  and the folder for run records (TRAINING_STATE_DIR), all set by the Ansible ray role.
+  and the folder for run records (TRAINING_STATE_DIR), all set by the Ansible ray role; the
+  submitting client names the cloud (STACK_CLOUD).
 - Embedded default (no stack up): an in-process Ray cluster, MLflow's own SQLite store and local
   checkpoints, all under the repo's state folder `.stack/embedded/` (git-ignored)."""
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from core import state
 from core.paths import state_root
+
 
 @dataclass
 class Target:
-    name: str  # "local", "sim" or "chameleon"
+    cloud: str  # "local", "sim" or "chameleon": picks the profile's default
     state_dir: Path
     tracking_uri: str
     runs_root: str  # Ray storage path: a local folder or s3://bucket/prefix
     artifact_root: str | None  # where a new MLflow experiment keeps artifacts (embedded only)
-    stack: dict | None = None  # endpoints of the stack to submit jobs to (client side only)
+    stack: state.Endpoints | None = None  # the stack to submit jobs to (client side only)
     in_job: bool = False  # running as a job on a stack's Ray cluster
 
     @property
@@ -36,11 +38,18 @@ class Target:
         return self.state_dir / "runs" / run_name
 
     def default_profile(self) -> str:
-        return "full" if self.name == "chameleon" else "smoke"
+        return "full" if self.cloud == "chameleon" else "smoke"
 
     def run_url(self, experiment_id: str, run_id: str) -> str:
         base = self.tracking_uri.rstrip("/") if not self.embedded else "http://127.0.0.1:5000"
         return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
+
+    def describe(self) -> str:
+        if self.in_job:
+            return f"a job on the {self.cloud} stack's Ray cluster"
+        if self.stack is not None:
+            return f"the {self.cloud} stack (as a Ray job at {self.stack.ray_address})"
+        return "this machine (in-process Ray)"
 
 
 def in_job() -> bool:
@@ -49,35 +58,23 @@ def in_job() -> bool:
     return bool(os.environ.get("RAY_ADDRESS") and os.environ.get("TRAINING_STATE_DIR"))
 
 
-def stack_name() -> str:
-    return os.environ.get("STACK_NAME") or os.environ.get("CLOUD") or "local"
-
-
-def stack_endpoints() -> dict | None:
-    """The endpoints of the stack that is up (`make up` was the last word), else None."""
-    folder = state_root() / stack_name()
-    record = folder / "stack.json"
-    if not record.is_file() or json.loads(record.read_text()).get("state") != "up":
-        return None
-    return json.loads((folder / "endpoints.json").read_text())
-
-
 def resolve() -> Target:
     if in_job():
         return Target(
-            "local",
+            os.environ.get("STACK_CLOUD") or "local",
             Path(os.environ["TRAINING_STATE_DIR"]),
             os.environ["MLFLOW_TRACKING_URI"],
             os.environ["CHECKPOINT_STORAGE"],
             None,
             in_job=True,
         )
-    state = state_root() / "embedded"
-    tracking = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{state / 'mlflow.db'}"
-    runs = os.environ.get("CHECKPOINT_STORAGE") or str(state / "runs")
-    artifacts = str(state / "mlartifacts") if tracking.startswith("sqlite:") else None
+    embedded = state_root() / "embedded"
+    tracking = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{embedded / 'mlflow.db'}"
+    runs = os.environ.get("CHECKPOINT_STORAGE") or str(embedded / "runs")
+    artifacts = str(embedded / "mlartifacts") if tracking.startswith("sqlite:") else None
     explicit = os.environ.get("MLFLOW_TRACKING_URI") or os.environ.get("CHECKPOINT_STORAGE")
-    stack = None if explicit else stack_endpoints()
-    if stack is not None:
-        tracking = stack["mlflow_tracking_uri"]
-    return Target("local", state, tracking, runs, artifacts, stack=stack)
+    up = None if explicit else state.stack_up(state.stack_name())
+    if up is None:
+        return Target("local", embedded, tracking, runs, artifacts)
+    record, endpoints = up
+    return Target(record.cloud, embedded, endpoints.mlflow_tracking_uri, runs, artifacts, endpoints)

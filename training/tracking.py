@@ -14,12 +14,7 @@ from pathlib import Path
 
 from core.errors import UserError
 from core.paths import REPO_ROOT
-
-
-def client(tracking_uri: str):
-    from mlflow import MlflowClient
-
-    return MlflowClient(tracking_uri=tracking_uri)
+from training.config import input_length
 
 
 def provenance_tags() -> dict[str, str]:
@@ -48,107 +43,151 @@ def git_commit() -> str:
     return head.stdout.strip() + ("-dirty" if status.stdout.strip() else "")
 
 
-def experiment_id(tracking_uri: str, name: str, artifact_root: str | None = None) -> str:
-    """The task's experiment, made on first use (artifacts under `artifact_root` if given)."""
-    mlflow_client = client(tracking_uri)
-    try:
-        experiment = mlflow_client.get_experiment_by_name(name)
-        if experiment is not None:
-            return experiment.experiment_id
-        location = f"{artifact_root}/{name}" if artifact_root else None
-        return mlflow_client.create_experiment(name, artifact_location=location)
-    except Exception as exc:  # network, auth, bad URI
-        raise UserError(
-            f"cannot reach MLflow at {tracking_uri} ({str(exc).splitlines()[0]}); "
-            "check that the tracking server is up (make status)"
-        ) from None
+class Tracker:
+    """MLflow for one tracking URI, through a client bound to it: runs, their params, tags,
+    datasets and outcome, reports and the model. Nothing here sets MLflow's global URI but
+    `log_model`, whose pyfunc API has no client form."""
 
+    def __init__(self, uri: str):
+        from mlflow import MlflowClient
 
-def start_run(p, experiment_id: str) -> str:
-    """A new MLflow run: tags, the whole config as params, the data as dataset inputs."""
-    import mlflow
+        self.uri = uri
+        self.client = MlflowClient(tracking_uri=uri)
 
-    mlflow_client = client(p.target.tracking_uri)
-    run = mlflow_client.create_run(
-        experiment_id,
-        run_name=p.run_name,
-        tags={
-            "task": p.task.name,
-            "profile": p.cfg.profile,
-            "strategy": p.cfg.strategy,
-            "workers": str(p.cfg.workers),
-            **provenance_tags(),
-            "model_source": p.source.describe() if p.source else "model built from config (smoke)",
-            "data_source": p.splits.source,
-        },
-    )
-    run_id = run.info.run_id
-    mlflow.set_tracking_uri(p.target.tracking_uri)
-    with mlflow.start_run(run_id=run_id):
-        mlflow.log_params({k: str(v) for k, v in p.cfg.to_dict().items()})
-        target = p.task.target_column
-        for context, frame in (("training", p.splits.train), ("validation", p.splits.validation)):
-            dataset = mlflow.data.from_pandas(
-                frame,
-                name=f"{p.task.name}-{context}",
-                targets=target,
-                digest=p.splits.manifest["train" if context == "training" else "validation"][
-                    "sha256"
-                ][:16],
+    def experiment(self, name: str, artifact_root: str | None = None) -> str:
+        """The experiment's id, made on first use (artifacts under `artifact_root` if given)."""
+        try:
+            experiment = self.client.get_experiment_by_name(name)
+            if experiment is not None:
+                return experiment.experiment_id
+            location = f"{artifact_root}/{name}" if artifact_root else None
+            return self.client.create_experiment(name, artifact_location=location)
+        except Exception as exc:  # network, auth, bad URI
+            raise UserError(
+                f"cannot reach MLflow at {self.uri} ({str(exc).splitlines()[0]}); "
+                "check that the tracking server is up (make status)"
+            ) from None
+
+    def start_run(
+        self,
+        experiment_id: str,
+        name: str,
+        tags: dict[str, str],
+        params: dict | None = None,
+        parent: str | None = None,
+        datasets: list | None = None,
+        documents: dict[str, dict] | None = None,
+    ) -> str:
+        """A new run: tags, params, dataset inputs (see `dataset`) and JSON documents."""
+        if parent:
+            tags = {**tags, "mlflow.parentRunId": parent}
+        run_id = self.client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
+        if params:
+            self.log_params(run_id, params)
+        if datasets:
+            self.client.log_inputs(run_id, datasets=datasets)
+        for path, content in (documents or {}).items():
+            self.client.log_dict(run_id, content, path)
+        return run_id
+
+    def log_params(self, run_id: str, params: dict) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, str(v)) for k, v in params.items()]
+        for start in range(0, len(items), 100):  # MLflow's batch limit for params
+            self.client.log_batch(run_id, params=items[start : start + 100])
+
+    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+        from mlflow.entities import Metric
+
+        stamp = int(time.time() * 1000)
+        points = [Metric(k, float(v), stamp, step) for k, v in metrics.items()]
+        self.client.log_batch(run_id, metrics=points)
+
+    def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
+        for key, value in tags.items():
+            self.client.set_tag(run_id, key, str(value))
+
+    def running(self, run_id: str) -> None:
+        self.client.update_run(run_id, status="RUNNING")
+
+    def finish(self, run_id: str, outcome: str, tags: dict[str, str] | None = None) -> None:
+        """End a run as FINISHED, FAILED or KILLED."""
+        self.set_tags(run_id, tags or {})
+        self.client.set_terminated(run_id, status=outcome)
+
+    def children(self, experiment_id: str, parent: str, **tags: str) -> list:
+        query = f"tags.`mlflow.parentRunId` = '{parent}'"
+        for key, value in tags.items():
+            query += f" and tags.`{key}` = '{value}'"
+        return self.client.search_runs([experiment_id], filter_string=query)
+
+    def log_report(self, run_id: str, path: Path, artifact_path: str) -> None:
+        """A report file or folder as the run's artifacts under `artifact_path`."""
+        if path.is_dir():
+            self.client.log_artifacts(run_id, str(path), artifact_path)
+        else:
+            self.client.log_artifact(run_id, str(path), artifact_path)
+
+    def log_model(self, run_id: str, model_dir: Path, task, cfg) -> str:
+        """Log the fine-tuned model as a pyfunc and register it; returns "<name> version <n>"."""
+        import mlflow
+        import torch
+        import transformers
+        from mlflow.models import ModelSignature
+        from mlflow.types import ColSpec, Schema
+
+        from training import serving
+
+        meta = {
+            "kind": task.kind,
+            "text_column": task.text_column,
+            "max_seq_length": input_length(cfg, task),
+        }
+        if task.kind == "seq2seq":
+            meta["generation"] = task.generation_kwargs(cfg)
+            outputs = Schema([ColSpec("string", "summary")])
+        else:
+            outputs = Schema([ColSpec("string", "label"), ColSpec("double", "score")])
+        meta_file = model_dir.parent / "task.json"
+        meta_file.write_text(json.dumps(meta))
+        name = cfg.registered_model_name or task.name
+
+        mlflow.set_tracking_uri(self.uri)
+        with mlflow.start_run(run_id=run_id):
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=serving.__file__,
+                artifacts={"hf_model": str(model_dir), "task": str(meta_file)},
+                signature=ModelSignature(Schema([ColSpec("string", task.text_column)]), outputs),
+                pip_requirements=[
+                    f"torch=={torch.__version__.split('+')[0]}",
+                    f"transformers=={transformers.__version__}",
+                    f"mlflow=={mlflow.__version__}",
+                    "pandas",
+                ],
+                registered_model_name=name,
             )
-            mlflow.log_input(dataset, context=context)
-        mlflow.log_dict(p.splits.manifest, "data/manifest.json")
-    return run_id
+        return f"{name} version {info.registered_model_version}"
 
 
-def log_model(p, run_id: str, model_dir: Path) -> str:
-    """Log the fine-tuned model as a pyfunc and register it; returns "<name> version <n>"."""
-    import mlflow
-    import torch
-    import transformers
-    from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, Schema
+def dataset(frame, name: str, targets: str, digest: str, context: str):
+    """A pandas frame as an MLflow dataset input of the given context (training, validation)."""
+    import mlflow.data
+    from mlflow.entities import DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
-    from training import serving
-
-    task = p.task
-    meta = {
-        "kind": task.kind,
-        "text_column": task.text_column,
-        "max_seq_length": p.cfg.max_seq_length or task.max_seq_length,
-    }
-    if task.kind == "seq2seq":
-        meta["generation"] = task.generation_kwargs(p.cfg)
-        outputs = Schema([ColSpec("string", "summary")])
-    else:
-        outputs = Schema([ColSpec("string", "label"), ColSpec("double", "score")])
-    meta_file = model_dir.parent / "task.json"
-    meta_file.write_text(json.dumps(meta))
-    name = p.cfg.registered_model_name or task.name
-
-    mlflow.set_tracking_uri(p.target.tracking_uri)
-    with mlflow.start_run(run_id=run_id):
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=serving.__file__,
-            artifacts={"hf_model": str(model_dir), "task": str(meta_file)},
-            signature=ModelSignature(Schema([ColSpec("string", task.text_column)]), outputs),
-            pip_requirements=[
-                f"torch=={torch.__version__.split('+')[0]}",
-                f"transformers=={transformers.__version__}",
-                f"mlflow=={mlflow.__version__}",
-                "pandas",
-            ],
-            registered_model_name=name,
-        )
-    return f"{name} version {info.registered_model_version}"
+    entity = mlflow.data.from_pandas(frame, name=name, targets=targets, digest=digest)
+    return DatasetInput(
+        entity._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)]
+    )
 
 
 class MetricBuffer:
     """Rank 0's metric points since the last checkpoint."""
 
-    def __init__(self, tracking_uri: str, run_id: str, pending: list | None = None):
-        self.tracking_uri = tracking_uri
+    def __init__(self, tracker: Tracker, run_id: str, pending: list | None = None):
+        self.tracker = tracker
         self.run_id = run_id
         self.pending: list[tuple[str, float, int, int]] = [tuple(p) for p in pending or []]
 
@@ -162,7 +201,7 @@ class MetricBuffer:
             return
         from mlflow.entities import Metric
 
-        mlflow_client = client(self.tracking_uri)
+        mlflow_client = self.tracker.client
         last_step: dict[str, int] = {}
         for key in {p[0] for p in self.pending}:
             history = mlflow_client.get_metric_history(self.run_id, key)

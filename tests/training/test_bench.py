@@ -10,7 +10,8 @@ import pytest
 from mlflow import MlflowClient
 
 from tests.conftest import run_cli
-from training.bench import COLUMNS, Cell, add_scaling, run_matrix
+from training.bench import Cell, add_scaling, run_matrix
+from training.reports import COLUMNS
 
 
 def recorded(strategy: str, workers: int, batch: int, samples_per_s: float) -> dict:
@@ -136,3 +137,35 @@ def test_bench_writes_results_report_plots_and_mlflow_runs(tmp_path):
     assert len(parents) == 1 and len(children) == 4
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
     assert all("samples_per_s" in c.data.metrics for c in children)
+
+
+@pytest.mark.slow
+def test_a_bench_cell_times_the_step_that_trains(tmp_path):
+    """The same seed, config and steps give the same loss from a bench cell as from `make
+    train`: the cell runs the training step itself, not a copy of it."""
+    state = tmp_path / "state"
+    same = {"TASK": "classify", "PER_DEVICE_TRAIN_BATCH_SIZE": "8", "SEED": "7"}
+    trained = run_cli(state, "train", RUN_NAME="same", MAX_STEPS="4", LOGGING_STEPS="2", **same)
+    assert trained.returncode == 0, trained.stdout[-3000:] + trained.stderr[-3000:]
+    benched = run_cli(
+        state,
+        "bench",
+        REPORTS_DIR=str(tmp_path / "reports"),
+        BENCH_STRATEGIES="ddp",
+        BENCH_WORKERS="1",
+        BENCH_BATCH="8",
+        BENCH_WARMUP="2",
+        BENCH_STEPS="2",
+        **same,
+    )
+    assert benched.returncode == 0, benched.stdout[-3000:] + benched.stderr[-3000:]
+
+    client = MlflowClient(f"sqlite:///{state / 'embedded' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("classify")
+    [run] = client.search_runs([experiment.experiment_id], "tags.`mlflow.runName` = 'same'")
+    history = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "train/loss")}
+    [folder] = list((tmp_path / "reports" / "bench").iterdir())
+    [cell] = json.loads((folder / "results.json").read_text())["rows"]
+    # train/loss at step 4 is the mean over steps 3-4: the cell's two timed steps after two
+    # warm-up steps, under the same learning-rate schedule.
+    assert cell["loss"] == pytest.approx(history[4], rel=1e-6)

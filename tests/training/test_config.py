@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from training.config import build_config, parse_assignments, read_config_file, read_environment
 from core.errors import UserError
+from training.config import build_config, parse_assignments, read_config_file, read_environment
 from training.runner import resolve_config
 from training.targets import Target
 
@@ -32,7 +32,7 @@ def test_later_layers_win_and_task_profile_defaults_sit_under_them(tmp_path):
 
 def test_chameleon_target_defaults_to_full_profile(tmp_path):
     target = local_target(tmp_path)
-    target.name = "chameleon"
+    target.cloud = "chameleon"
     assert resolve_config([{}], target).profile == "full"
 
 

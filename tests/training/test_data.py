@@ -7,9 +7,9 @@ import json
 import pandas as pd
 import pytest
 
+from core.errors import UserError
 from training.config import build_config
 from training.data import prepare
-from core.errors import UserError
 from training.tasks import TASKS
 
 

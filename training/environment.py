@@ -1,0 +1,17 @@
+"""The environment a command's Ray workers (and a stack job) start with."""
+
+from __future__ import annotations
+
+import os
+
+
+def worker_environment() -> dict[str, str]:
+    """Quiet Hugging Face and MLflow in workers: no progress bars or links of their own."""
+    return {
+        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+        "TRANSFORMERS_VERBOSITY": "error",
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+        **{k: v for k, v in os.environ.items() if k.startswith("HF_")},
+    }
