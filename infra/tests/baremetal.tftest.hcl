@@ -27,12 +27,12 @@ run "instances_carry_the_reservation_hint" {
   }
 
   assert {
-    condition     = openstack_compute_instance_v2.this["metal-gpu-1"].scheduler_hints[0].additional_properties == tomap({ reservation = var.gpu_reservation_id })
+    condition     = one(openstack_compute_instance_v2.this["metal-gpu-1"].scheduler_hints).additional_properties == tomap({ reservation = var.gpu_reservation_id })
     error_message = "The GPU node is scheduled by the GPU reservation's id."
   }
 
   assert {
-    condition     = openstack_compute_instance_v2.this["metal-services"].scheduler_hints[0].additional_properties == tomap({ reservation = var.services_reservation_id })
+    condition     = one(openstack_compute_instance_v2.this["metal-services"].scheduler_hints).additional_properties == tomap({ reservation = var.services_reservation_id })
     error_message = "The services node is scheduled by the services reservation's id."
   }
 

@@ -7,6 +7,14 @@ mock_provider "openstack" {
       all_fixed_ips = ["10.52.0.10"]
     }
   }
+
+  # A computed attribute the configuration leaves unset gets this value: a rule showing it was
+  # given no address range.
+  mock_resource "openstack_networking_secgroup_rule_v2" {
+    defaults = {
+      remote_ip_prefix = "unset-in-config"
+    }
+  }
 }
 
 variables {
@@ -104,7 +112,7 @@ run "security_rules_are_ssh_from_the_allowed_cidr_and_the_stack_itself" {
   assert {
     condition = (openstack_networking_secgroup_rule_v2.stack_internal[0].direction == "ingress" &&
       openstack_networking_secgroup_rule_v2.stack_internal[0].remote_group_id == openstack_networking_secgroup_v2.this[0].id &&
-    openstack_networking_secgroup_rule_v2.stack_internal[0].remote_ip_prefix == null)
+    openstack_networking_secgroup_rule_v2.stack_internal[0].remote_ip_prefix == "unset-in-config")
     error_message = "The other inbound rule admits the stack's own group, from no address range."
   }
 
