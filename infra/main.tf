@@ -6,10 +6,16 @@
 locals {
   # KVM sites give VMs from reserved flavors and enforce security groups; CHI@* give whole
   # machines, scheduled by a reservation hint, with every port open (no security groups).
-  layout = startswith(var.site, "KVM@") ? "kvm" : "baremetal"
+  site_layouts = {
+    "KVM@TACC" = "kvm"
+    "CHI@TACC" = "baremetal"
+    "CHI@UC"   = "baremetal"
+  }
+  layout = local.site_layouts[var.site]
   is_kvm = local.layout == "kvm"
 
-  ssh_user     = "cc" # login user of every CC-* image
+  ssh_user     = "cc"                                                             # login user of every CC-* image
+  uuid_pattern = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$" # OpenStack ids
   gateway_name = "${var.stack_name}-services"
 
   hosts = merge(

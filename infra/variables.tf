@@ -23,8 +23,8 @@ variable "site" {
   type        = string
 
   validation {
-    condition     = contains(["KVM@TACC", "CHI@TACC", "CHI@UC"], var.site)
-    error_message = "site must be one of \"KVM@TACC\", \"CHI@TACC\", \"CHI@UC\"."
+    condition     = contains(keys(local.site_layouts), var.site)
+    error_message = "site must be one of ${join(", ", [for site in keys(local.site_layouts) : jsonencode(site)])}."
   }
 }
 
@@ -43,7 +43,7 @@ variable "gpu_reservation_id" {
   type        = string
 
   validation {
-    condition     = can(regex("^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", var.gpu_reservation_id))
+    condition     = can(regex(local.uuid_pattern, var.gpu_reservation_id))
     error_message = "gpu_reservation_id must be the uuid of the GPU reservation inside the lease (the lease's reservations[].id), not the lease id."
   }
 }
@@ -53,7 +53,7 @@ variable "services_reservation_id" {
   type        = string
 
   validation {
-    condition     = can(regex("^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", var.services_reservation_id))
+    condition     = can(regex(local.uuid_pattern, var.services_reservation_id))
     error_message = "services_reservation_id must be the uuid of the services reservation inside the lease (the lease's reservations[].id), not the lease id."
   }
 }
@@ -129,12 +129,12 @@ variable "data_volume_id" {
   default     = ""
 
   validation {
-    condition     = var.data_volume_id == "" || can(regex("^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", var.data_volume_id))
+    condition     = var.data_volume_id == "" || can(regex(local.uuid_pattern, var.data_volume_id))
     error_message = "data_volume_id must be the uuid of the volume made by infra/volume (its volume_id output), or empty."
   }
 
   validation {
-    condition     = var.data_volume_id == "" || startswith(var.site, "KVM@")
+    condition     = var.data_volume_id == "" || lookup(local.site_layouts, var.site, "") == "kvm"
     error_message = "data_volume_id is for KVM sites only: bare-metal sites have no Cinder volumes, leave it empty."
   }
 }

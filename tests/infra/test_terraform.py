@@ -131,7 +131,7 @@ GOOD_VARIABLES = {
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ({"site": '"KVM@UC"'}, 'site must be one of "KVM@TACC", "CHI@TACC", "CHI@UC".'),
+        ({"site": '"KVM@UC"'}, 'site must be one of "CHI@TACC", "CHI@UC", "KVM@TACC".'),
         (
             {"ssh_allowed_cidr": '"0.0.0.0/0"'},
             "ssh_allowed_cidr opens SSH to the whole Internet: give your own address"
