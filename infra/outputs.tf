@@ -1,0 +1,24 @@
+output "gateway_address" {
+  description = "The lease's floating IP, on the services/Ray-head host: the one SSH entry to the stack."
+  value       = data.openstack_networking_floatingip_v2.gateway.address
+}
+
+output "ssh_user" {
+  description = "Login user on every host."
+  value       = local.ssh_user
+}
+
+output "layout" {
+  description = "\"kvm\" (VMs, security groups, Cinder) or \"baremetal\" (whole machines, no security groups)."
+  value       = local.layout
+}
+
+output "hosts" {
+  description = "Every host: name -> { private_address, role = \"services\" | \"worker\" }."
+  value       = module.inventory.hosts
+}
+
+output "inventory" {
+  description = "The Ansible inventory (YAML) of the stack: services, ray_head, ray_workers, all through the gateway."
+  value       = module.inventory.yaml
+}
