@@ -63,5 +63,8 @@ test: $(READY) $(ANSIBLE_READY) ## run the test suite (the stack tests need root
 test-stack: $(READY) $(ANSIBLE_READY) ## only the stack tests: molecule per role, site.yml, backup/restore, up -> train -> down end to end
 	$(PY) -m pytest tests/stack $(PYTEST_ARGS)
 
-lint: $(READY) $(ANSIBLE_READY) ## ruff over the Python code, ansible-lint (production profile) over ansible/
-	$(VENV)/bin/ruff check core training stack tests mlflow-stack && cd ansible && ../$(ANSIBLE_VENV)/bin/ansible-lint
+lint: $(READY) $(ANSIBLE_READY) ## ruff, ansible-lint (production profile), terraform fmt and checkov over infra/
+	$(VENV)/bin/ruff check core training stack tests mlflow-stack
+	cd ansible && ../$(ANSIBLE_VENV)/bin/ansible-lint
+	terraform fmt -check -recursive infra
+	infra/checkov.sh --quiet
