@@ -5,6 +5,7 @@ handed to it in this process only: never printed, logged, written, or passed to 
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -118,11 +119,25 @@ def _versioned(auth_url: str) -> str:
     return url if url.endswith("/v3") else url + "/v3"
 
 
+_configured: Cloud | None = None
+
+
 @contextmanager
 def python_chi(cloud: Cloud) -> Iterator[object]:
     """python-chi configured for this entry. The OS_* variables exist only while chi reads
     them (chi.reset() copies them into its own config), then leave os.environ again, so no
     child process (Terraform, Ansible, ssh) ever sees them."""
+    # neutronclient warns on every client that its bindings are deprecated, and stevedore
+    # logs each keystoneauth plugin it cannot load (SAML ones, without lxml): not the user's
+    # business, and they would break the one-line errors.
+    logging.getLogger("neutronclient").setLevel(logging.ERROR)
+    logging.getLogger("stevedore").setLevel(logging.CRITICAL)
+    global _configured
+    if _configured == cloud:
+        import chi  # noqa: PLC0415
+
+        yield chi  # same entry: keep chi's session (and its token)
+        return
     env = cloud.python_chi_env()
     saved = {key: os.environ.get(key) for key in env}
     os.environ.update(env)
@@ -130,6 +145,7 @@ def python_chi(cloud: Cloud) -> Iterator[object]:
         import chi  # noqa: PLC0415 - heavy (openstacksdk, keystoneauth): only when contacting
 
         chi.reset()
+        _configured = cloud
     finally:
         for key, value in saved.items():
             if value is None:
