@@ -28,7 +28,7 @@ from stack.chameleon import terraform as tf
 from stack.chameleon.lease import Lease, LeaseRequest, Leases
 from stack.state import Stack
 
-console = Console(highlight=False, width=160)
+console = Console(highlight=False, soft_wrap=True)
 WARN_HOURS = 2  # `make status` warns when less is left
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -75,8 +74,9 @@ with log.open("a") as out:
     out.write(json.dumps({{"args": args, "env": {{k: v for k, v in os.environ.items()
                           if k.startswith(("OS_", "TF_"))}}}}) + "\\n")
 module = "volume" if chdir.endswith("/volume") else "infra"
-kill = Path(os.environ.get("STUB_KILL_ON_APPLY", "/nonexistent"))
-if action == "apply" and kill.parent.is_dir() and not kill.exists():
+kill = os.environ.get("STUB_KILL_ON_APPLY")
+if action == "apply" and kill and not Path(kill).exists():
+    kill = Path(kill)
     kill.write_text("killed once")
     os.kill(os.getppid(), signal.SIGKILL)  # `make up` interrupted, right after the lease
     sys.exit(1)
@@ -159,7 +159,3 @@ def stack_cli(
         timeout=300,
         check=False,
     )
-
-
-def textblock(text: str) -> str:
-    return textwrap.dedent(text).strip()
