@@ -236,3 +236,42 @@ def test_status_warns_when_the_lease_ends_soon(standin, home, tmp_path, stubs):
     status = stack_cli(home, state, "status", **settings)
     assert "warning: under 2 h left" in status.stdout
     assert "`make extend HOURS=24` prolongs it" in status.stdout
+
+
+def test_tunnel_forwards_the_services_through_the_pinned_gateway(standin, home, tmp_path, stubs):
+    path = clouds_yaml(tmp_path / "clouds.yaml", standin.url)
+    state = tmp_path / "state"
+    settings = with_stubs(stubs, OS_CLIENT_CONFIG_FILE=str(path))
+    assert stack_cli(home, state, "up", **settings).returncode == 0
+    fip = standin.floating_ips[0]["floating_ip_address"]
+
+    tunnel = stack_cli(home, state, "tunnel", **settings)
+    assert tunnel.returncode == 0, tunnel.stderr
+    for line in ("http://127.0.0.1:5000", "http://127.0.0.1:8265", "http://127.0.0.1:8333"):
+        assert line in tunnel.stdout
+    call = stubs["ssh_log"].read_text().splitlines()[-1]
+    for port in (5000, 8265, 8333):
+        assert f"-L 127.0.0.1:{port}:10.52.0.10:{port}" in call
+    assert "StrictHostKeyChecking=yes" in call and call.endswith(f"cc@{fip}")
+
+
+def test_down_lists_what_is_left_with_the_command_to_remove_it(standin, home, tmp_path, stubs):
+    path = clouds_yaml(tmp_path / "clouds.yaml", standin.url)
+    state = tmp_path / "state"
+    settings = with_stubs(stubs, OS_CLIENT_CONFIG_FILE=str(path))
+    assert stack_cli(home, state, "up", **settings).returncode == 0
+    # Something Terraform did not remove (made by hand, or a destroy that half failed).
+    standin.servers.append({"id": "9f1d2c3b-0000-4000-8000-000000000001",
+                            "name": "chameleon-gpu-1", "status": "ERROR"})  # fmt: skip
+    standin.servers.append({"id": "9f1d2c3b-0000-4000-8000-000000000002",
+                            "name": "chameleonic", "status": "ACTIVE"})  # fmt: skip
+
+    down = stack_cli(home, state, "down", **settings, PURGE="1")
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert "still at KVM@TACC under the name chameleon" in down.stdout
+    assert ("server chameleon-gpu-1 (9f1d2c3b-0000-4000-8000-000000000001): openstack "
+            "--os-cloud chi-kvm@tacc server delete 9f1d2c3b-0000-4000-8000-000000000001"
+            ) in down.stdout  # fmt: skip
+    assert "chameleonic" not in down.stdout  # another stack's name that merely starts alike
+    actions = [next(a for a in c["args"] if not a.startswith("-")) for c in terraform_calls(stubs)]
+    assert actions.count("destroy") == 2  # PURGE=1: the volume's state too

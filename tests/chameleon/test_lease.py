@@ -197,7 +197,8 @@ def test_bare_metal_extends_only_in_the_last_48_hours(standin, cloud_env):
         {"resource_type": "physical:host", "min": 1, "max": 1, "hypervisor_properties": "",
          "resource_properties": json.dumps(["==", "$node_type", t])}
         for t in ("gpu_a100_pcie", "compute_cascadelake_r")
-    ] + [{"resource_type": "virtual:floatingip", "network_id": PUBLIC_NET, "amount": 1}]  # fmt: skip
+    ]  # fmt: skip
+    hosts.append({"resource_type": "virtual:floatingip", "network_id": PUBLIC_NET, "amount": 1})
     raw = standin.add_lease("mystack", "ACTIVE", hours=100, reservations=hosts)
     leases = leases_for(UC)
     lease = leases.describe(raw, LeaseRequest("mystack", UC, "gpu_a100_pcie", 1, 100))
