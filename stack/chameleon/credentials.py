@@ -124,20 +124,38 @@ _configured: Cloud | None = None
 
 @contextmanager
 def python_chi(cloud: Cloud) -> Iterator[object]:
-    """python-chi configured for this entry. The OS_* variables exist only while chi reads
-    them (chi.reset() copies them into its own config), then leave os.environ again, so no
-    child process (Terraform, Ansible, ssh) ever sees them."""
+    """python-chi configured for this entry; Keystone's refusals and unreachable sites become
+    one line each."""
     # neutronclient warns on every client that its bindings are deprecated, and stevedore
     # logs each keystoneauth plugin it cannot load (SAML ones, without lxml): not the user's
     # business, and they would break the one-line errors.
     logging.getLogger("neutronclient").setLevel(logging.ERROR)
     logging.getLogger("stevedore").setLevel(logging.CRITICAL)
     global _configured
-    if _configured == cloud:
-        import chi  # noqa: PLC0415
+    if _configured != cloud:
+        _configure(cloud)
+    import chi  # noqa: PLC0415
+    from keystoneauth1 import exceptions as ksa
 
-        yield chi  # same entry: keep chi's session (and its token)
-        return
+    try:
+        yield chi
+    except ksa.Unauthorized:
+        _configured = None
+        raise UserError(
+            f"Keystone at {cloud.auth_url} refused the application credential of clouds.yaml "
+            f"entry {cloud.name!r} (expired or deleted?); {HOW_TO_GET}"
+        ) from None
+    except (ksa.ConnectFailure, ksa.ConnectTimeout, ksa.DiscoveryFailure) as err:
+        raise UserError(f"cannot reach {cloud.region} ({type(err).__name__}: {err})") from None
+    except ksa.EndpointNotFound as err:
+        raise UserError(f"{cloud.region} offers no such service here: {err}") from None
+
+
+def _configure(cloud: Cloud) -> None:
+    """The OS_* variables exist only while chi reads them (chi.reset() copies them into its
+    own config), then leave os.environ again, so no child process (Terraform, Ansible, ssh)
+    ever sees them."""
+    global _configured
     env = cloud.python_chi_env()
     saved = {key: os.environ.get(key) for key in env}
     os.environ.update(env)
@@ -152,7 +170,6 @@ def python_chi(cloud: Cloud) -> Iterator[object]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-    yield chi
 
 
 def terraform_env(cloud: Cloud) -> dict[str, str]:

@@ -94,8 +94,13 @@ class Leases:
     def _chi(self) -> Iterator[object]:
         # python-chi prints progress to stdout and logs Blazar's refusals: keep both for
         # our own one-line messages.
+        from blazarclient.exception import BlazarClientException
+
         with python_chi(self.cloud) as chi, contextlib.redirect_stdout(io.StringIO()):
-            yield chi
+            try:
+                yield chi
+            except BlazarClientException as err:
+                raise UserError(f"Blazar at {self.site.name}: {_message(err)}") from None
 
     # --- finding -----------------------------------------------------------------------
     def get(self, lease_id: str) -> dict | None:
@@ -197,7 +202,7 @@ class Leases:
                 return lease.id
         except (ResourceError, CHIValueError) as err:
             why = refusals.messages[-1] if refusals.messages else str(err)
-            raise UserError(f"Blazar at {self.site.name} refused the lease: {why}") from None
+            raise UserError(f"Blazar at {self.site.name} did not make the lease: {why}") from None
         finally:
             logging.getLogger("chi").removeHandler(refusals)
 

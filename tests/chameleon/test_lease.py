@@ -156,7 +156,7 @@ def test_an_ended_lease_is_replaced(standin, cloud_env):
 
 def test_blazar_refusing_the_lease_says_why(standin, cloud_env):
     standin.refuse_create = "Not enough resources available with query {'flavor': 'g1.h100'}"
-    with pytest.raises(UserError, match="refused the lease: .*not enough resources available"):
+    with pytest.raises(UserError, match="did not make the lease: .*not enough resources available"):
         ensure(leases_for(KVM), kvm_request())
 
 
@@ -213,3 +213,11 @@ def test_delete(standin, cloud_env):
     assert leases.delete(lease.id) is True
     assert lease.id not in standin.leases and not standin.floating_ips
     assert leases.delete(lease.id) is False  # already gone: not an error
+
+
+def test_a_refused_credential_is_one_line(standin, cloud_env):
+    clouds_yaml(cloud_env, standin.url, application_credential_secret="expired-one")
+    with pytest.raises(UserError, match=r"refused the application credential of clouds.yaml "
+                       r"entry 'chi-kvm@tacc'.*Unrestricted"):  # fmt: skip
+        ensure(leases_for(KVM), kvm_request())
+    assert standin.count("POST", LEASES) == 0
