@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -69,6 +70,9 @@ def test_create_reserves_gpus_services_and_a_floating_ip(standin, cloud_env):
     assert lease.status == "ACTIVE"
     assert lease.floating_ip == standin.floating_ips[0]["floating_ip_address"]
     assert lease.end == parse_date(stored["end_date"])
+    # python-chi read the OS_* variables; they are gone again, so no child process sees them.
+    assert not [key for key in os.environ if key.startswith("OS_APPLICATION_CREDENTIAL")]
+    assert os.environ.get("OS_AUTH_URL") is None
 
 
 def test_bare_metal_reserves_nodes_by_type(standin, cloud_env):
