@@ -92,12 +92,14 @@ def infra_variables(
         "ssh_allowed_cidr": chosen.ssh_allowed_cidr,
         "allow_ssh_from_anywhere": chosen.allow_ssh_from_anywhere,
         "public_key": public_key or "<generated: secrets/ssh_key.pub>",
-        "data_volume_id": volume_id if chosen.site.has_volumes else None,
+        # "" = no volume (infra/ refuses one on bare metal: no Cinder there).
+        "data_volume_id": (volume_id or "") if chosen.site.has_volumes else "",
     }
 
 
-def volume_variables(stack: Stack, chosen: settings.Settings, cloud: str) -> dict:
-    return {"stack_name": stack.name, "cloud": cloud, "site": chosen.site.name}
+def volume_variables(stack: Stack, cloud: str) -> dict:
+    """infra/volume/'s variables (it names the volume <stack_name>-data)."""
+    return {"stack_name": stack.name, "cloud": cloud}
 
 
 # --- up ------------------------------------------------------------------------------------
@@ -145,7 +147,7 @@ def up(stack: Stack, dry_run: bool, configure: Callable[[Path], None]) -> None:
     modules = tf.modules(stack.folder)
     volume_id = None
     if chosen.site.has_volumes:
-        tf.write_tfvars(modules["volume"], volume_variables(stack, chosen, cloud.name))
+        tf.write_tfvars(modules["volume"], volume_variables(stack, cloud.name))
         tf.run(modules["volume"], "apply", env, log)
         volume_id = tf.output(modules["volume"], env).get("volume_id")
         _step_done(stack, "volume")

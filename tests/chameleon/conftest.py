@@ -87,7 +87,8 @@ if action in ("apply", "destroy"):
 elif action == "output":
     folder = Path(opt["-state"]).parent
     if module == "volume":
-        print(json.dumps({{"volume_id": {{"value": "vol-0001", "type": "string"}}}}))
+        volume = "3c1e2f7a-5b6d-4e8f-9a0b-1c2d3e4f5a6b"
+        print(json.dumps({{"volume_id": {{"value": volume, "type": "string"}}}}))
     else:
         tfvars = json.loads((folder / "terraform.tfvars.json").read_text())
         hosts = {{f"{{tfvars['stack_name']}}-services": {{"private_address": "10.52.0.10",

@@ -80,7 +80,7 @@ def test_dry_run_up_on_bare_metal(standin, home, tmp_path):
     assert "compute_cascadelake_r" in out
     assert "the reservation's scheduler hint" in out
     assert "no security groups on bare metal" in out
-    assert '"data_volume_id": null' in out and "/volume apply" not in out
+    assert '"data_volume_id": ""' in out and "/volume apply" not in out
     assert standin.requests == [] and not state.exists()
 
 
@@ -166,7 +166,10 @@ def test_up_interrupted_after_the_lease_continues_with_the_same_lease(
     assert by_id[tfvars["gpu_reservation_id"]]["amount"] == 2
     assert by_id[tfvars["services_reservation_id"]]["amount"] == 1
     fip = standin.floating_ips[0]["floating_ip_address"]
-    assert tfvars["floating_ip_address"] == fip and tfvars["data_volume_id"] == "vol-0001"
+    assert (
+        tfvars["floating_ip_address"] == fip
+        and tfvars["data_volume_id"] == "3c1e2f7a-5b6d-4e8f-9a0b-1c2d3e4f5a6b"
+    )
     assert tfvars["public_key"].startswith("ssh-ed25519 ")
     assert stat.S_IMODE((folder / "secrets" / "ssh_key").stat().st_mode) == 0o600
 
