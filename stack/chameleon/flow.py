@@ -218,7 +218,7 @@ def _print_up_plan(
     how = "the reserved flavor" if site.kind == "kvm" else "the reservation's scheduler hint"
     lines.append(
         f"  infra: 1 services instance and {workers} from {sites.IMAGE} ({how}), their ports "
-        f"on sharednet1, the reserved floating IP on the services port, key pair {stack.name}"
+        f"on sharednet1, the reserved floating IP on the services port, key pair {stack.name}-key"
     )
     if site.kind == "kvm":
         lines.append(

@@ -278,3 +278,9 @@ def test_down_lists_what_is_left_with_the_command_to_remove_it(standin, home, tm
     assert "chameleonic" not in down.stdout  # another stack's name that merely starts alike
     actions = [next(a for a in c["args"] if not a.startswith("-")) for c in terraform_calls(stubs)]
     assert actions.count("destroy") == 2  # PURGE=1: the volume's state too
+
+
+@pytest.mark.parametrize("command", ["extend", "tunnel"])
+def test_extend_and_tunnel_are_for_chameleon_stacks(home, tmp_path, command):
+    proc = stack_cli(home, tmp_path / "state", command, CLOUD="local")
+    assert f"make {command} is for CLOUD=chameleon stacks" in one_error_line(proc)
