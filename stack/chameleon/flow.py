@@ -94,6 +94,9 @@ def infra_variables(
         "public_key": public_key or "<generated: secrets/ssh_key.pub>",
         # "" = no volume (infra/ refuses one on bare metal: no Cinder there).
         "data_volume_id": (volume_id or "") if chosen.site.has_volumes else "",
+        # Paths for infra/'s own inventory output (STACK_DIR may move them); no secret.
+        "ssh_private_key_file": str(stack.folder / "secrets" / "ssh_key"),
+        "known_hosts_file": str(stack.folder / "known_hosts"),
     }
 
 

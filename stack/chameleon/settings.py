@@ -92,9 +92,12 @@ def ssh_cidr(anywhere: bool) -> str:
             "addresses allowed to SSH to the stack's floating IP"
         )
     try:
-        network = ipaddress.ip_network(text, strict=False)
+        # IPv4: the floating IPs and the security group rules are IPv4.
+        network = ipaddress.IPv4Network(text, strict=False)
     except ValueError:
-        raise UserError(f"SSH_ALLOWED_CIDR={text} is not a CIDR such as 203.0.113.7/32") from None
+        raise UserError(
+            f"SSH_ALLOWED_CIDR={text} is not an IPv4 CIDR such as 203.0.113.7/32"
+        ) from None
     if network.prefixlen == 0 and not anywhere:
         raise UserError(
             f"SSH_ALLOWED_CIDR={text} opens SSH to the whole Internet; narrow it, or say so "

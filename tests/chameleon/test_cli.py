@@ -109,7 +109,8 @@ def _error_cases(url: str, tmp_path) -> list[tuple[dict, str]]:
         ({**ok, "SITE": "CHI@UC"}, "is for KVM@TACC, but SITE=CHI@UC"),
         ({**ok, "SSH_ALLOWED_CIDR": ""}, "set SSH_ALLOWED_CIDR=<your public address>/32"),
         ({**ok, "SSH_ALLOWED_CIDR": "0.0.0.0/0"}, "ALLOW_SSH_FROM_ANYWHERE=1"),
-        ({**ok, "SSH_ALLOWED_CIDR": "my-laptop"}, "SSH_ALLOWED_CIDR=my-laptop is not a CIDR"),
+        ({**ok, "SSH_ALLOWED_CIDR": "my-laptop"}, "SSH_ALLOWED_CIDR=my-laptop is not an IPv4 CIDR"),
+        ({**ok, "SSH_ALLOWED_CIDR": "2001:db8::/64"}, "is not an IPv4 CIDR"),
         ({**ok, "GPU_NODES": "0"}, "GPU_NODES=0 is not a number of GPU nodes"),
         ({**ok, "LEASE_HOURS": "500"}, "LEASE_HOURS=500 is not a lease length at KVM@TACC"),
     ]  # fmt: skip
@@ -171,6 +172,7 @@ def test_up_interrupted_after_the_lease_continues_with_the_same_lease(
         and tfvars["data_volume_id"] == "3c1e2f7a-5b6d-4e8f-9a0b-1c2d3e4f5a6b"
     )
     assert tfvars["public_key"].startswith("ssh-ed25519 ")
+    assert tfvars["ssh_private_key_file"] == str(folder / "secrets" / "ssh_key")
     assert stat.S_IMODE((folder / "secrets" / "ssh_key").stat().st_mode) == 0o600
 
     calls = terraform_calls(stubs)
