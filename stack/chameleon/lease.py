@@ -128,10 +128,12 @@ class Leases:
                 "pick another STACK_NAME="
             )
         named = [lease for lease in named if lease.get("user_id") == mine]
-        if len(named) > 1:
-            ids = ", ".join(lease["id"] for lease in named)
-            raise UserError(f"{len(named)} leases are named {name!r} ({ids}); delete all but one")
-        return named[0] if named else None
+        # Ended leases linger in Blazar's list: a live one of the name wins over them.
+        live = [lease for lease in named if lease["status"] != "TERMINATED"]
+        if len(live) > 1:
+            ids = ", ".join(lease["id"] for lease in live)
+            raise UserError(f"{len(live)} leases are named {name!r} ({ids}); delete all but one")
+        return (live or named or [None])[0]
 
     # --- making ------------------------------------------------------------------------
     def ensure(

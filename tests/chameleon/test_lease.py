@@ -158,6 +158,14 @@ def test_an_ended_lease_is_replaced(standin, cloud_env):
     assert created and lease.id != ended["id"] and ended["id"] not in standin.leases
 
 
+def test_a_live_lease_wins_over_an_ended_one_of_the_same_name(standin, cloud_env):
+    standin.add_lease("mystack", "TERMINATED", reservations=kvm_reservations())
+    live = standin.add_lease("mystack", "ACTIVE", reservations=kvm_reservations())
+    lease, created, _ = ensure(leases_for(KVM), kvm_request())
+    assert not created and lease.id == live["id"]
+    assert standin.count("POST", LEASES) == 0
+
+
 def test_blazar_refusing_the_lease_says_why(standin, cloud_env):
     standin.refuse_create = "Not enough resources available with query {'flavor': 'g1.h100'}"
     with pytest.raises(UserError, match="did not make the lease: .*not enough resources available"):
