@@ -140,6 +140,8 @@ def up(stack: Stack, dry_run: bool, configure: Callable[[Path], None]) -> None:
             f"lease {lease.name!r} is ACTIVE but its reserved floating IP is not listed yet; "
             "`make up` again in a minute"
         )
+    # When the lease ends, for whoever plans work on the stack (training checks time left).
+    _save(stack, lease_end=lease.end.isoformat())
     _step_done(stack, "lease")
     console.print(
         f"lease {lease.name!r} ({lease.id}) {'made' if created else 'reused'}: ACTIVE until "
@@ -282,7 +284,7 @@ def down(stack: Stack, dry_run: bool, purge: bool, backup: Callable[[Stack], Non
     if found:
         leases.delete(found["id"])
         console.print(f"lease {found['name']!r} ({found['id']}) deleted")
-    _save(stack, lease_id=None, pinned_for_lease=None)
+    _save(stack, lease_id=None, pinned_for_lease=None, lease_end=None)
     if purge and modules["volume"].has_state():
         tf.run(modules["volume"], "destroy", env, log)
     ssh.Access(stack.folder, sites.SSH_USER, "").known_hosts.unlink(missing_ok=True)
@@ -386,6 +388,7 @@ def extend(stack: Stack) -> None:
     leases, lease = _current_lease(stack)
     hours = settings.extend_hours(leases.site)
     new_end = leases.extend(lease, hours)
+    _save(stack, lease_end=new_end.isoformat())
     console.print(
         f"lease {lease.name!r} extended by {hours} h: ends {new_end:%Y-%m-%d %H:%M} UTC "
         f"(was {lease.end:%Y-%m-%d %H:%M} UTC)"

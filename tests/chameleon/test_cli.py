@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+from datetime import datetime
 
 import pytest
 import yaml
@@ -208,9 +209,13 @@ def test_up_interrupted_after_the_lease_continues_with_the_same_lease(
     assert "warning" not in status.stdout
     assert "MLflow http://127.0.0.1:5000" in status.stdout
 
+    ends = json.loads((folder / "stack.json").read_text())["chameleon"]["lease_end"]
     extend = stack_cli(home, state, "extend", **settings, HOURS="4")
     assert extend.returncode == 0, extend.stderr
     assert "extended by 4 h" in extend.stdout
+    extended = json.loads((folder / "stack.json").read_text())["chameleon"]["lease_end"]
+    hours = (datetime.fromisoformat(extended) - datetime.fromisoformat(ends)).total_seconds() / 3600
+    assert 3.98 < hours <= 4  # the record follows the lease (Blazar's minutes)
 
     standin.refuse_update = "Not enough resources available with query {'flavor': 'g1.h100'}"
     refused = stack_cli(home, state, "extend", **settings, HOURS="4")
