@@ -9,7 +9,7 @@ ANSIBLE_VENV  ?= .venv-ansible
 ANSIBLE_READY := $(ANSIBLE_VENV)/.ready
 
 .DEFAULT_GOAL := help
-.PHONY: help venv ansible-venv up status down backup logs cancel train bench tune settings ui test test-stack lint
+.PHONY: help venv ansible-venv up status down backup extend tunnel logs cancel train bench tune settings ui test test-stack lint
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -35,6 +35,12 @@ down: $(READY) $(ANSIBLE_READY) ## stop the stack, keep its data (PURGE=1: back 
 
 backup: $(READY) $(ANSIBLE_READY) ## back MLflow's databases and artifacts up into .stack/backups/
 	$(PY) -m stack backup
+
+extend: $(READY) ## CLOUD=chameleon: prolong the stack's lease by HOURS= (default 24), within the site's rules
+	$(PY) -m stack extend
+
+tunnel: $(READY) ## CLOUD=chameleon: SSH tunnels to MLflow :5000, Ray's dashboard :8265, the object store :8333
+	$(PY) -m stack tunnel
 
 logs: $(READY) ## follow a training job on the stack: JOB=<id>
 	$(PY) -m training logs $(JOB)

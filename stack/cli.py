@@ -31,7 +31,7 @@ def current_stack() -> Stack:
     if cloud not in CLOUDS:
         raise UserError(f"CLOUD={cloud} is not a target; use one of {', '.join(CLOUDS)}")
     if cloud not in AVAILABLE_CLOUDS:
-        raise UserError(f"CLOUD={cloud} is not available yet; use CLOUD=local")
+        raise UserError(f"CLOUD={cloud} is not available yet; use CLOUD=local or chameleon")
     name = os.environ.get("STACK_NAME") or cloud
     if name in ("embedded", "backups") or not name.replace("-", "").isalnum():
         raise UserError(f"STACK_NAME={name!r} is not usable; pick letters, digits and dashes")
@@ -180,6 +180,29 @@ def _report(stack: Stack, endpoints: Endpoints, checks: list[health.Check]) -> N
     )
 
 
+def _chameleon(stack: Stack, command: str) -> None:
+    from stack.chameleon import flow  # python-chi and its clients load only for this target
+
+    dry_run = os.environ.get("DRY_RUN", "") not in ("", "0")
+    purge = os.environ.get("PURGE", "") not in ("", "0")
+    if command == "up":
+        flow.up(stack, dry_run, configure=lambda inventory: _configure(stack, inventory))
+    elif command == "down":
+        # Backing up before the compute goes is the local flow's `backup` (lead: hook it here).
+        flow.down(stack, dry_run, purge, backup=None)
+    elif command == "backup":
+        console.print(f"backup written to {stack.display(backup(stack))}")
+    else:
+        getattr(flow, command)(stack)
+
+
+def _configure(stack: Stack, inventory_file) -> None:
+    outcome = playbook.run(
+        "site.yml", inventory_file, stack.log_file("up"), what=f"make up ({stack.name})"
+    )
+    console.print(f"configured ({outcome.changed} change(s)); Ansible log: {outcome.log}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m stack",
@@ -191,10 +214,16 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("status", help="what is up, the health of each service, URLs")
     sub.add_parser("down", help="stop the services; PURGE=1 also deletes the data (backed up)")
     sub.add_parser("backup", help="back MLflow's databases and artifacts up")
+    sub.add_parser("extend", help="CLOUD=chameleon: prolong the lease by HOURS=")
+    sub.add_parser("tunnel", help="CLOUD=chameleon: SSH tunnels to MLflow, Ray, the object store")
     args = parser.parse_args(argv)
     try:
         stack = current_stack()
-        if args.command == "up":
+        if stack.cloud == "chameleon":
+            _chameleon(stack, args.command)
+        elif args.command in ("extend", "tunnel"):
+            raise UserError(f"make {args.command} is for CLOUD=chameleon stacks")
+        elif args.command == "up":
             up(stack)
         elif args.command == "status":
             status(stack)

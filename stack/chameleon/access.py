@@ -1,0 +1,104 @@
+"""SSH into a Chameleon stack: the key pair the stack generates, host keys pinned at first
+contact (floating IPs are recycled), the jump through the gateway's floating IP, and the
+tunnels to the services that never face the Internet."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from core.errors import UserError
+
+# Reached only through SSH tunnels (ARCHITECTURE.md "Services and ports").
+TUNNELLED = {"MLflow": 5000, "Ray dashboard": 8265, "object store (S3 API)": 8333}
+
+
+@dataclass(frozen=True)
+class Access:
+    folder: Path  # the stack's state folder
+    user: str
+    gateway: str  # the floating IP
+
+    @property
+    def key(self) -> Path:
+        return self.folder / "secrets" / "ssh_key"
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.folder / "known_hosts"
+
+    def strict(self) -> list[str]:
+        return [
+            "-o", f"UserKnownHostsFile={self.known_hosts}",
+            "-o", "StrictHostKeyChecking=yes",
+        ]  # fmt: skip
+
+    def proxy_command(self) -> str:
+        """The jump hop with the same key and pins (ProxyJump would drop both)."""
+        hop = [
+            "ssh", "-W", "%h:%p", "-q", "-i", str(self.key), *self.strict(),
+            f"{self.user}@{self.gateway}",
+        ]  # fmt: skip
+        return " ".join(shlex.quote(part) if part != "%h:%p" else part for part in hop)
+
+    def ssh_args(self, host: str, first_contact: bool = False) -> list[str]:
+        pin = "accept-new" if first_contact else "yes"
+        args = ["-i", str(self.key), "-o", f"UserKnownHostsFile={self.known_hosts}"]
+        args += ["-o", f"StrictHostKeyChecking={pin}", "-o", "BatchMode=yes"]
+        if host != self.gateway:
+            args += ["-o", f"ProxyCommand={self.proxy_command()}"]
+        return [*args, f"{self.user}@{host}"]
+
+
+def ensure_key(folder: Path) -> str:
+    """The stack's SSH key (ed25519, 0600, made once); returns the public half."""
+    key = folder / "secrets" / "ssh_key"
+    if not key.is_file():
+        key.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"stack-{folder.name}",
+             "-f", str(key)],
+            check=True,
+        )  # fmt: skip
+        os.chmod(key, 0o600)
+    return (key.parent / "ssh_key.pub").read_text().strip()
+
+
+def wait_for_ssh(access: Access, hosts: list[str], timeout: float, interval: float = 10) -> None:
+    """Log in to each host once (the gateway first, the others through it), pinning each host
+    key at that first contact; afterwards every connection is strict."""
+    deadline = time.monotonic() + timeout
+    for host in [access.gateway, *[h for h in hosts if h != access.gateway]]:
+        while True:
+            proc = subprocess.run(
+                ["ssh", "-o", "ConnectTimeout=10", *access.ssh_args(host, first_contact=True),
+                 "true"],
+                capture_output=True,
+                text=True,
+                check=False,
+            )  # fmt: skip
+            if proc.returncode == 0:
+                break
+            if time.monotonic() > deadline:
+                last = (proc.stderr.strip().splitlines() or ["no answer"])[-1]
+                raise UserError(
+                    f"no SSH login to {host} within {timeout:.0f} s ({last}); instances take "
+                    "minutes to boot (bare metal 7 to 10): `make up` again continues"
+                )
+            time.sleep(interval)
+
+
+def tunnel_command(access: Access, services_address: str) -> list[str]:
+    forwards = []
+    for port in TUNNELLED.values():
+        forwards += ["-L", f"127.0.0.1:{port}:{services_address}:{port}"]
+    return ["ssh", "-N", "-o", "ExitOnForwardFailure=yes", *forwards,
+            *access.ssh_args(access.gateway)]  # fmt: skip
+
+
+def local_urls() -> dict[str, str]:
+    return {name: f"http://127.0.0.1:{port}" for name, port in TUNNELLED.items()}

@@ -1,0 +1,358 @@
+"""The stack's lease, through python-chi's `Lease` class and its Blazar client.
+
+One lease per stack, named after it: GPU nodes (a `flavor:instance` reservation on KVM, a
+`physical:host` one on bare metal), one services node, one floating IP. Found again by id or
+by name so that a second `make up` never makes a second lease; a lease in ERROR is reported,
+never reused (python-chi's own `submit(idempotent=True)` would reuse it, and `wait()` returns
+quietly on ERROR, so the status is checked after every wait)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from core.errors import UserError
+from stack.chameleon.credentials import Cloud, python_chi
+from stack.chameleon.sites import Site
+
+# Blazar's formats (CHAMELEON.md): start_date/end_date, and created_at.
+BLAZAR_DATE = "%Y-%m-%dT%H:%M:%S.%f"
+BLAZAR_CREATED = "%Y-%m-%d %H:%M:%S"
+REUSABLE = ("PENDING", "CREATING", "STARTING", "ACTIVE", "UPDATING")
+GOING = ("TERMINATING", "DELETING")
+FIP_NETWORK = "public"  # floating IPs come from the pool `public`
+
+
+@dataclass(frozen=True)
+class LeaseRequest:
+    name: str
+    site: Site
+    gpu_hardware: str  # the GPU flavor (KVM) or node type (bare metal)
+    gpu_count: int
+    hours: int
+
+    def reservations(self) -> list[dict]:
+        """The reservations as python-chi sends them (flavor ids are looked up at submit)."""
+        if self.site.kind == "kvm":
+            gpu = {"resource_type": "flavor:instance", "flavor": self.gpu_hardware}
+            services = {"resource_type": "flavor:instance", "flavor": self.site.services}
+            gpu["amount"], services["amount"] = self.gpu_count, 1
+        else:
+            gpu = _node_reservation(self.gpu_hardware, self.gpu_count)
+            services = _node_reservation(self.site.services, 1)
+        fip = {"resource_type": "virtual:floatingip", "network": FIP_NETWORK, "amount": 1}
+        return [gpu, services, fip]
+
+    def node_hours(self) -> int:
+        return (self.gpu_count + 1) * self.hours
+
+
+def _node_reservation(node_type: str, count: int) -> dict:
+    return {
+        "resource_type": "physical:host",
+        "resource_properties": json.dumps(["==", "$node_type", node_type]),
+        "min": count,
+        "max": count,
+    }
+
+
+@dataclass(frozen=True)
+class Lease:
+    """What the stack needs out of a lease: ids of the reservations inside it (never the
+    lease id) and the reserved floating IP."""
+
+    id: str
+    name: str
+    status: str
+    start: datetime
+    end: datetime
+    gpu_reservation_id: str
+    services_reservation_id: str
+    fip_reservation_id: str
+    floating_ip: str = ""
+
+    def hours_left(self, now: datetime | None = None) -> float:
+        return (self.end - (now or datetime.now(UTC))).total_seconds() / 3600
+
+
+def parse_date(text: str) -> datetime:
+    return datetime.strptime(text, BLAZAR_DATE).replace(tzinfo=UTC)
+
+
+class Leases:
+    """Blazar, Nova and Neutron as python-chi reaches them, for one site and credential."""
+
+    def __init__(self, cloud: Cloud, site: Site) -> None:
+        self.cloud, self.site = cloud, site
+
+    @contextlib.contextmanager
+    def _chi(self) -> Iterator[object]:
+        # python-chi prints progress to stdout and logs Blazar's refusals: keep both for
+        # our own one-line messages.
+        from blazarclient.exception import BlazarClientException
+
+        with python_chi(self.cloud) as chi, contextlib.redirect_stdout(io.StringIO()):
+            try:
+                yield chi
+            except BlazarClientException as err:
+                raise UserError(f"Blazar at {self.site.name}: {_message(err)}") from None
+
+    # --- finding -----------------------------------------------------------------------
+    def get(self, lease_id: str) -> dict | None:
+        from blazarclient.exception import BlazarClientException
+
+        with self._chi() as chi:
+            try:
+                return chi.blazar().lease.get(lease_id)
+            except BlazarClientException as err:
+                if err.kwargs.get("code") == 404:
+                    return None
+                raise UserError(f"Blazar at {self.site.name}: {_message(err)}") from None
+
+    def find(self, name: str, lease_id: str | None = None) -> dict | None:
+        """The stack's lease: by the id remembered from an earlier `up`, else by name among
+        this user's leases (another user of the project may hold a lease of that name)."""
+        if lease_id and (found := self.get(lease_id)):
+            return found
+        with self._chi() as chi:
+            mine = chi.session().get_user_id()
+            named = [lease for lease in chi.blazar().lease.list() if lease["name"] == name]
+        if named and not [lease for lease in named if lease.get("user_id") == mine]:
+            raise UserError(
+                f"a lease named {name!r} belongs to another user of this project; "
+                "pick another STACK_NAME="
+            )
+        named = [lease for lease in named if lease.get("user_id") == mine]
+        # Ended leases linger in Blazar's list: a live one of the name wins over them.
+        live = [lease for lease in named if lease["status"] != "TERMINATED"]
+        if len(live) > 1:
+            ids = ", ".join(lease["id"] for lease in live)
+            raise UserError(f"{len(live)} leases are named {name!r} ({ids}); delete all but one")
+        return (live or named or [None])[0]
+
+    # --- making ------------------------------------------------------------------------
+    def ensure(
+        self,
+        request: LeaseRequest,
+        known_id: str | None,
+        remember: Callable[[str], None],
+        timeout: float,
+    ) -> tuple[Lease, bool]:
+        """Reuse the stack's lease or create it, then wait until ACTIVE; returns it and
+        whether it was created now. `remember(id)` is called as soon as the id is known."""
+        found = self.find(request.name, known_id)
+        if found and found["status"] == "TERMINATED":
+            # It ended and holds nothing; its name is the stack's, so make room.
+            self.delete(found["id"])
+            found = None
+        created = found is None
+        if found:
+            self._check_reusable(found, request)
+            lease_id = found["id"]
+        else:
+            lease_id = self._create(request)
+        remember(lease_id)
+        return self.wait_active(lease_id, request, timeout), created
+
+    def _check_reusable(self, found: dict, request: LeaseRequest) -> None:
+        status = found["status"]
+        where = f"lease {found['name']!r} ({found['id']}) at {self.site.name}"
+        if status == "ERROR":
+            raise UserError(
+                f"{where} is in ERROR: Blazar could not start it and it is never reused; "
+                "`make down` deletes it, then `make up` makes a new one"
+            )
+        if status in GOING:
+            raise UserError(f"{where} is {status.lower()}; run `make up` again once it is gone")
+        if status not in REUSABLE:
+            raise UserError(f"{where} is {status}, which `make up` cannot use; `make down`")
+        gpu = self._reservations(found, request)[0]
+        amount = int(gpu.get("amount") or gpu.get("max") or 0)
+        if amount != request.gpu_count:
+            raise UserError(
+                f"{where} holds {amount} GPU node(s), GPU_NODES={request.gpu_count} asks for "
+                f"{request.gpu_count}; `make down` and `make up` again, or GPU_NODES={amount}"
+            )
+
+    def _create(self, request: LeaseRequest) -> str:
+        from chi.exception import CHIValueError, ResourceError
+
+        refusals = _Collect()
+        logging.getLogger("chi").addHandler(refusals)
+        try:
+            with self._chi():
+                import chi.lease as chi_lease  # imports pandas/IPython: only when contacting
+
+                lease = chi_lease.Lease(request.name, duration=timedelta(hours=request.hours))
+                if self.site.kind == "kvm":
+                    lease.add_flavor_reservation(
+                        name=request.gpu_hardware, amount=request.gpu_count
+                    )
+                    lease.add_flavor_reservation(name=self.site.services, amount=1)
+                else:
+                    lease.add_node_reservation(
+                        amount=request.gpu_count, node_type=request.gpu_hardware
+                    )
+                    lease.add_node_reservation(amount=1, node_type=self.site.services)
+                lease.add_fip_reservation(amount=1)
+                lease.submit(wait_for_active=False)
+                return lease.id
+        except (ResourceError, CHIValueError) as err:
+            why = refusals.messages[-1] if refusals.messages else str(err)
+            raise UserError(f"Blazar at {self.site.name} did not make the lease: {why}") from None
+        finally:
+            logging.getLogger("chi").removeHandler(refusals)
+
+    def wait_active(self, lease_id: str, request: LeaseRequest, timeout: float) -> Lease:
+        from chi.exception import ServiceError
+
+        with self._chi() as chi:
+            import chi.lease as chi_lease
+
+            lease = chi_lease.Lease(lease_json=chi.blazar().lease.get(lease_id))
+            try:
+                lease.wait(status="active", timeout=timeout)
+            except ServiceError:
+                raise UserError(
+                    f"lease {request.name!r} ({lease_id}) is still {lease.status} after "
+                    f"{timeout:.0f} s; `make up` again waits for it (the same lease), "
+                    "`make down` deletes it"
+                ) from None
+            raw = chi.blazar().lease.get(lease_id)
+        if raw["status"] != "ACTIVE":
+            # wait() returns quietly on ERROR.
+            self._check_reusable(raw, request)
+        return self.describe(raw, request)
+
+    # --- reading -----------------------------------------------------------------------
+    def _reservations(self, raw: dict, request: LeaseRequest) -> tuple[dict, dict, dict]:
+        """The GPU, services and floating-IP reservations of a lease, told apart by the
+        flavor id (KVM) or node type (bare metal) they were made for."""
+        reservations = raw.get("reservations") or []
+        fips = [r for r in reservations if r.get("resource_type") == "virtual:floatingip"]
+        kind = self.site.reservation_kind
+        hosts = [r for r in reservations if r.get("resource_type") == kind]
+        if self.site.kind == "kvm":
+            with self._chi():
+                import chi.server as chi_server
+
+                gpu_id = chi_server.get_flavor_id(request.gpu_hardware)
+            gpus = [r for r in hosts if r.get("flavor_id") == gpu_id]
+        else:
+            wanted = json.dumps(["==", "$node_type", request.gpu_hardware])
+            gpus = [r for r in hosts if _same_properties(r.get("resource_properties"), wanted)]
+        others = [r for r in hosts if r not in gpus]
+        if len(gpus) != 1 or len(others) != 1 or len(fips) != 1:
+            raise UserError(
+                f"lease {raw['name']!r} ({raw['id']}) is not one this stack made (it wants one "
+                f"{request.gpu_hardware} reservation, one services node and one floating IP); "
+                "pick another STACK_NAME= or delete it"
+            )
+        return gpus[0], others[0], fips[0]
+
+    def describe(self, raw: dict, request: LeaseRequest) -> Lease:
+        gpu, services, fip = self._reservations(raw, request)
+        address = ""
+        if raw["status"] == "ACTIVE":
+            # Blazar creates the reserved floating IP at lease start, tagged with its
+            # reservation (python-chi's Lease.get_reserved_floating_ips does the same).
+            with self._chi() as chi:
+                tag = f"reservation:{fip['id']}"
+                found = [
+                    f["floating_ip_address"]
+                    for f in chi.neutron().list_floatingips()["floatingips"]
+                    if tag in f.get("tags", [])
+                ]
+            address = found[0] if found else ""
+        return Lease(
+            id=raw["id"],
+            name=raw["name"],
+            status=raw["status"],
+            start=parse_date(raw["start_date"]),
+            end=parse_date(raw["end_date"]),
+            gpu_reservation_id=gpu["id"],
+            services_reservation_id=services["id"],
+            fip_reservation_id=fip["id"],
+            floating_ip=address,
+        )
+
+    # --- changing ----------------------------------------------------------------------
+    def extend(self, lease: Lease, hours: int, now: datetime | None = None) -> datetime:
+        """Prolong by `hours` within the site's rules; returns the new end."""
+        from blazarclient.exception import BlazarClientException
+
+        now = now or datetime.now(UTC)
+        new_end = lease.end + timedelta(hours=hours)
+        window = self.site.extend_window_hours
+        if window is not None and lease.hours_left(now) > window:
+            raise UserError(
+                f"{self.site.name} prolongs a lease only in its last {window} h; "
+                f"{lease.name!r} ends {lease.end:%Y-%m-%d %H:%M} UTC, "
+                f"{lease.hours_left(now):.0f} h from now: run `make extend` after "
+                f"{lease.end - timedelta(hours=window):%Y-%m-%d %H:%M} UTC"
+            )
+        if window is None and new_end - lease.start > timedelta(hours=self.site.max_lease_hours):
+            longest = lease.start + timedelta(hours=self.site.max_lease_hours)
+            most = max(0, int((longest - lease.end).total_seconds() // 3600))
+            raise UserError(
+                f"{self.site.name} leases last at most {self.site.max_lease_hours} h; "
+                f"{lease.name!r} can end by {longest:%Y-%m-%d %H:%M} UTC at the latest: "
+                f"HOURS={most} at most"
+            )
+        if window is not None and hours > self.site.max_lease_hours:
+            raise UserError(
+                f"{self.site.name} prolongs by up to {self.site.max_lease_hours} h at a time"
+            )
+        with self._chi() as chi:
+            try:
+                updated = chi.blazar().lease.update(lease.id, prolong_for=f"{hours}h")
+            except BlazarClientException as err:
+                raise UserError(
+                    f"Blazar refused to extend lease {lease.name!r} by {hours} h: "
+                    f"{_message(err)}; it still ends {lease.end:%Y-%m-%d %H:%M} UTC"
+                ) from None
+        return parse_date(updated["end_date"])
+
+    def delete(self, lease_id: str) -> bool:
+        """Delete the lease; False when it was already gone."""
+        from blazarclient.exception import BlazarClientException
+
+        with self._chi() as chi:
+            try:
+                chi.blazar().lease.delete(lease_id)
+            except BlazarClientException as err:
+                if err.kwargs.get("code") == 404:
+                    return False
+                raise UserError(
+                    f"Blazar would not delete lease {lease_id}: {_message(err)}"
+                ) from None
+        return True
+
+
+def _same_properties(found: str | None, wanted: str) -> bool:
+    try:
+        return json.loads(found or "null") == json.loads(wanted)
+    except (TypeError, ValueError):
+        return False
+
+
+def _message(err: Exception) -> str:
+    """Blazar's own words: blazarclient wraps them as 'ERROR: <error_message>'."""
+    text = str(err)
+    return text.removeprefix("ERROR: ").strip() or type(err).__name__
+
+
+class _Collect(logging.Handler):
+    """python-chi logs Blazar's reason for refusing a lease, then raises a generic error."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())

@@ -1,0 +1,110 @@
+"""The make variables of `CLOUD=chameleon`, read and checked before anything is contacted:
+SITE, GPU_FLAVOR (KVM) or NODE_TYPE (bare metal), GPU_NODES, LEASE_HOURS, SSH_ALLOWED_CIDR
+(with ALLOW_SSH_FROM_ANYWHERE=1 for 0.0.0.0/0), HOURS (extend), LEASE_TIMEOUT and
+SSH_TIMEOUT (seconds)."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass
+
+from core.errors import UserError
+from stack.chameleon import sites
+
+DEFAULT_GPU_NODES = 1
+DEFAULT_LEASE_HOURS = 8  # a working day; `make extend` adds more
+DEFAULT_EXTEND_HOURS = 24
+DEFAULT_LEASE_TIMEOUT = 900  # seconds for a lease to go ACTIVE
+DEFAULT_SSH_TIMEOUT = 1200  # bare metal boots in 7 to 10 minutes
+
+
+@dataclass(frozen=True)
+class Settings:
+    site: sites.Site
+    gpu_hardware: str
+    gpu_count: int
+    lease_hours: int
+    ssh_allowed_cidr: str
+    allow_ssh_from_anywhere: bool
+    lease_timeout: float
+    ssh_timeout: float
+
+
+def _env(name: str) -> str:
+    return os.environ.get(name, "").strip()
+
+
+def _int(name: str, default: int, low: int, high: int, meaning: str) -> int:
+    text = _env(name)
+    if not text:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        value = low - 1
+    if not low <= value <= high:
+        raise UserError(f"{name}={text} is not {meaning}; use a whole number {low} to {high}")
+    return value
+
+
+def site(recorded: str | None = None) -> sites.Site:
+    """SITE=, else the site the stack was made at, else KVM@TACC."""
+    name = _env("SITE") or recorded or sites.DEFAULT_SITE
+    if recorded and name != recorded:
+        raise UserError(
+            f"this stack lives at {recorded}, not SITE={name}: `make down` it first, or pick "
+            "another STACK_NAME="
+        )
+    return sites.site(name)
+
+
+def for_up(recorded_site: str | None = None) -> Settings:
+    where = site(recorded_site)
+    hardware = sites.gpu_hardware(where, _env("GPU_FLAVOR"), _env("NODE_TYPE"))
+    gpus = _int("GPU_NODES", DEFAULT_GPU_NODES, 1, 64, "a number of GPU nodes")
+    hours = _int(
+        "LEASE_HOURS",
+        DEFAULT_LEASE_HOURS,
+        1,
+        where.max_lease_hours,
+        f"a lease length at {where.name}",
+    )
+    anywhere = _env("ALLOW_SSH_FROM_ANYWHERE") not in ("", "0")
+    cidr = ssh_cidr(anywhere)
+    return Settings(
+        site=where,
+        gpu_hardware=hardware,
+        gpu_count=gpus,
+        lease_hours=hours,
+        ssh_allowed_cidr=cidr,
+        allow_ssh_from_anywhere=anywhere,
+        lease_timeout=_int("LEASE_TIMEOUT", DEFAULT_LEASE_TIMEOUT, 1, 86400, "seconds"),
+        ssh_timeout=_int("SSH_TIMEOUT", DEFAULT_SSH_TIMEOUT, 0, 86400, "seconds"),
+    )
+
+
+def ssh_cidr(anywhere: bool) -> str:
+    text = _env("SSH_ALLOWED_CIDR")
+    if not text:
+        raise UserError(
+            "set SSH_ALLOWED_CIDR=<your public address>/32 (or your network's CIDR): the only "
+            "addresses allowed to SSH to the stack's floating IP"
+        )
+    try:
+        # IPv4: the floating IPs and the security group rules are IPv4.
+        network = ipaddress.IPv4Network(text, strict=False)
+    except ValueError:
+        raise UserError(
+            f"SSH_ALLOWED_CIDR={text} is not an IPv4 CIDR such as 203.0.113.7/32"
+        ) from None
+    if network.prefixlen == 0 and not anywhere:
+        raise UserError(
+            f"SSH_ALLOWED_CIDR={text} opens SSH to the whole Internet; narrow it, or say so "
+            "with ALLOW_SSH_FROM_ANYWHERE=1"
+        )
+    return str(network)
+
+
+def extend_hours(site: sites.Site) -> int:
+    return _int("HOURS", DEFAULT_EXTEND_HOURS, 1, site.max_lease_hours, "a number of hours")

@@ -1,0 +1,162 @@
+"""Fixtures for the Chameleon target: the API stand-in on loopback, a clouds.yaml pointing at
+it, and stand-in `terraform`, `ssh` and `ansible-playbook` binaries (the real ones need the
+cloud and its hosts) for the CLI tests."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.chameleon.standin import Chameleon
+
+REPO = Path(__file__).resolve().parents[2]
+CREDENTIAL_ID = "0d1c5b7e9a2f4c6e8b0a1d3f5e7c9b2a"
+SECRET = "standin-secret-Zq81vXk0"  # must never show up in output, files or child envs
+KNOBS = (
+    "CLOUD", "STACK_NAME", "SITE", "GPU_FLAVOR", "NODE_TYPE", "GPU_NODES", "LEASE_HOURS",
+    "SSH_ALLOWED_CIDR", "ALLOW_SSH_FROM_ANYWHERE", "HOURS", "DRY_RUN", "PURGE",
+    "LEASE_TIMEOUT", "SSH_TIMEOUT", "TERRAFORM", "ANSIBLE_VENV", "STACK_DIR",
+)  # fmt: skip
+
+
+def clouds_yaml(path: Path, url: str, region: str = "KVM@TACC", **auth_changes) -> Path:
+    auth = {
+        "auth_url": f"{url}/identity",  # the dashboard's file may leave /v3 off
+        "application_credential_id": CREDENTIAL_ID,
+        "application_credential_secret": SECRET,
+        **auth_changes,
+    }
+    entry = {
+        "auth": {k: v for k, v in auth.items() if v is not None},
+        "region_name": region,
+        "interface": "public",
+        "identity_api_version": 3,
+        "auth_type": "v3applicationcredential",
+    }
+    path.write_text(yaml.safe_dump({"clouds": {f"chi-{region.lower()}": entry}}))
+    return path
+
+
+@pytest.fixture
+def standin():
+    with Chameleon(CREDENTIAL_ID, SECRET) as cloud:
+        yield cloud
+
+
+@pytest.fixture
+def cloud_env(standin, tmp_path, monkeypatch) -> Path:
+    """In-process tests: python-chi pointed at the stand-in through clouds.yaml only."""
+    for key in list(os.environ):
+        if key.startswith("OS_") or key in KNOBS:
+            monkeypatch.delenv(key)
+    path = clouds_yaml(tmp_path / "clouds.yaml", standin.url)
+    monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(path))
+    return path
+
+
+STUB_TERRAFORM = '''\
+#!{python}
+"""STAND-IN terraform: records each call and its environment, keeps a fake state, and
+answers `output -json` with what infra/ and infra/volume/ promise."""
+import json, os, signal, sys
+from pathlib import Path
+args = sys.argv[1:]
+chdir = next(a.split("=", 1)[1] for a in args if a.startswith("-chdir="))
+action = next(a for a in args if not a.startswith("-"))
+opt = {{a.split("=", 1)[0]: a.split("=", 1)[1] for a in args if "=" in a}}
+log = Path(os.environ["STUB_LOG"])
+with log.open("a") as out:
+    out.write(json.dumps({{"args": args, "env": {{k: v for k, v in os.environ.items()
+                          if k.startswith(("OS_", "TF_"))}}}}) + "\\n")
+module = "volume" if chdir.endswith("/volume") else "infra"
+kill = os.environ.get("STUB_KILL_ON_APPLY")
+if action == "apply" and kill and not Path(kill).exists():
+    kill = Path(kill)
+    kill.write_text("killed once")
+    os.kill(os.getppid(), signal.SIGKILL)  # `make up` interrupted, right after the lease
+    sys.exit(1)
+if action in ("apply", "destroy"):
+    state = Path(opt["-state"])
+    resources = [{{"type": "stand-in"}}] if action == "apply" else []
+    state.write_text(json.dumps({{"version": 4, "resources": resources}}))
+elif action == "output":
+    folder = Path(opt["-state"]).parent
+    if module == "volume":
+        volume = "3c1e2f7a-5b6d-4e8f-9a0b-1c2d3e4f5a6b"
+        print(json.dumps({{"volume_id": {{"value": volume, "type": "string"}}}}))
+    else:
+        tfvars = json.loads((folder / "terraform.tfvars.json").read_text())
+        hosts = {{f"{{tfvars['stack_name']}}-services": {{"private_address": "10.52.0.10",
+                                                         "role": "services"}}}}
+        for n in range(tfvars["gpu_count"]):
+            hosts[f"{{tfvars['stack_name']}}-gpu-{{n + 1}}"] = {{
+                "private_address": f"10.52.0.{{20 + n}}", "role": "gpu"}}
+        outputs = {{"gateway_address": tfvars["floating_ip_address"], "ssh_user": "cc",
+                    "layout": "kvm", "hosts": hosts, "inventory": ""}}
+        print(json.dumps({{k: {{"value": v}} for k, v in outputs.items()}}))
+'''
+
+STUB_SSH = """\
+#!/bin/sh
+# STAND-IN ssh: no stack host exists here; record the call and succeed.
+echo "$@" >> "$STUB_SSH_LOG"
+"""
+
+STUB_ANSIBLE = """\
+#!/bin/sh
+# STAND-IN ansible-playbook: record the call, report one host configured.
+echo "$@" >> "$STUB_ANSIBLE_LOG"
+echo "PLAY RECAP *********"
+echo "standin : ok=1    changed=1    unreachable=0    failed=0"
+"""
+
+
+def _script(path: Path, text: str) -> None:
+    path.write_text(text)
+    path.chmod(0o755)
+
+
+@pytest.fixture
+def stubs(tmp_path) -> dict[str, Path]:
+    bin_dir = tmp_path / "bin"
+    ansible = tmp_path / "ansible-venv"
+    (ansible / "bin").mkdir(parents=True)
+    bin_dir.mkdir()
+    _script(bin_dir / "terraform", STUB_TERRAFORM.format(python=sys.executable))
+    _script(bin_dir / "ssh", STUB_SSH)
+    _script(ansible / "bin" / "ansible-playbook", STUB_ANSIBLE)
+    return {
+        "bin": bin_dir,
+        "ansible": ansible,
+        "terraform_log": tmp_path / "terraform.log",
+        "ssh_log": tmp_path / "ssh.log",
+        "ansible_log": tmp_path / "ansible.log",
+        "kill_marker": tmp_path / "killed-once",
+    }
+
+
+def stack_cli(
+    cwd: Path, state_dir: Path, *args: str, **settings: str
+) -> subprocess.CompletedProcess:
+    """`python -m stack ...` (what the make targets run) from `cwd`, with a clean environment
+    (none of the developer's OS_* or knobs) plus `settings`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OS_") and k not in KNOBS}
+    env.update(
+        PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1", STACK_DIR=str(state_dir), CLOUD="chameleon",
+        HOME=str(cwd),  # no ~/.config/openstack/clouds.yaml of the developer's
+    )  # fmt: skip
+    env.update({k: str(v) for k, v in settings.items()})
+    return subprocess.run(
+        [sys.executable, "-m", "stack", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )

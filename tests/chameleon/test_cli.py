@@ -1,0 +1,293 @@
+"""`make up|down|status|extend CLOUD=chameleon` as a user runs them (`python -m stack ...`),
+against the Chameleon API stand-in, with stand-in terraform, ssh and ansible-playbook on PATH
+(the real ones need the cloud and its hosts)."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from datetime import datetime
+
+import pytest
+import yaml
+
+from tests.chameleon.conftest import SECRET, clouds_yaml, stack_cli
+
+LEASES = r"/reservation/v1/leases"
+
+
+def one_error_line(proc) -> str:
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("error: ")
+    return line
+
+
+@pytest.fixture
+def home(tmp_path):
+    folder = tmp_path / "home"
+    folder.mkdir()
+    return folder
+
+
+def with_stubs(stubs, **settings) -> dict:
+    return {
+        "PATH": f"{stubs['bin']}:{os.environ['PATH']}",
+        "ANSIBLE_VENV": str(stubs["ansible"]),
+        "STUB_LOG": str(stubs["terraform_log"]),
+        "STUB_SSH_LOG": str(stubs["ssh_log"]),
+        "STUB_ANSIBLE_LOG": str(stubs["ansible_log"]),
+        "SSH_ALLOWED_CIDR": "198.51.100.7/32",
+        "SSH_TIMEOUT": "5",
+        **settings,
+    }
+
+
+# --- DRY_RUN --------------------------------------------------------------------------------
+def test_dry_run_up_on_kvm_prints_the_plan_and_contacts_nothing(standin, home, tmp_path):
+    path = clouds_yaml(tmp_path / "clouds.yaml", standin.url)
+    state = tmp_path / "state"
+    proc = stack_cli(home, state, "up", DRY_RUN="1", OS_CLIENT_CONFIG_FILE=str(path),
+                     SSH_ALLOWED_CIDR="198.51.100.7/32", GPU_NODES="2")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "lease request to Blazar at KVM@TACC (kvm)" in out
+    assert '"resource_type": "flavor:instance", "flavor": "g1.h100.pci.1", "amount": 2' in out
+    assert '"flavor": "m1.xlarge", "amount": 1' in out
+    assert '"resource_type": "virtual:floatingip", "network": "public", "amount": 1' in out
+    assert "3 node(s) x 8 h = 24 node-hours" in out
+    assert '"ssh_allowed_cidr": "198.51.100.7/32"' in out
+    assert '"gpu_reservation_id": "<from the lease>"' in out
+    assert "security group: SSH from 198.51.100.7/32" in out
+    assert "terraform -chdir=" in out and " apply -input=false -auto-approve" in out
+    assert "/volume apply" in out  # the data volume's own state first
+    assert "ansible-playbook -i" in out
+    assert SECRET not in out + proc.stderr
+    assert standin.requests == [] and not state.exists()
+
+
+def test_dry_run_up_on_bare_metal(standin, home, tmp_path):
+    path = clouds_yaml(tmp_path / "clouds.yaml", standin.url, region="CHI@UC")
+    state = tmp_path / "state"
+    proc = stack_cli(home, state, "up", DRY_RUN="1", OS_CLIENT_CONFIG_FILE=str(path),
+                     SITE="CHI@UC", SSH_ALLOWED_CIDR="198.51.100.0/24")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "lease request to Blazar at CHI@UC (baremetal)" in out
+    assert '"resource_type": "physical:host"' in out
+    assert '\\"$node_type\\", \\"gpu_a100_pcie\\"' in out
+    assert "compute_cascadelake_r" in out
+    assert "the reservation's scheduler hint" in out
+    assert "no security groups on bare metal" in out
+    assert '"data_volume_id": ""' in out and "/volume apply" not in out
+    assert standin.requests == [] and not state.exists()
+
+
+# --- one clear line for every missing setting ---------------------------------------------
+def _error_cases(url: str, tmp_path) -> list[tuple[dict, str]]:
+    good = clouds_yaml(tmp_path / "good.yaml", url)
+    no_secret = clouds_yaml(tmp_path / "nosecret.yaml", url, application_credential_secret=None)
+    password = tmp_path / "password.yaml"
+    entry = yaml.safe_load(good.read_text())
+    entry["clouds"]["chi-kvm@tacc"]["auth_type"] = "password"
+    password.write_text(yaml.safe_dump(entry))
+    ok = {"OS_CLIENT_CONFIG_FILE": str(good), "SSH_ALLOWED_CIDR": "198.51.100.7/32"}
+    return [
+        ({"SSH_ALLOWED_CIDR": "198.51.100.7/32"}, "no clouds.yaml: put it in ./clouds.yaml"),
+        ({**ok, "OS_CLIENT_CONFIG_FILE": str(tmp_path / "nope.yaml")},
+         "OS_CLIENT_CONFIG_FILE=" ),
+        ({**ok, "OS_CLOUD": "chi-uc"}, "has no entry 'chi-uc' (OS_CLOUD); entries: chi-kvm@tacc"),
+        ({**ok, "OS_CLIENT_CONFIG_FILE": str(no_secret)},
+         "has no application_credential_secret; create an application credential"),
+        ({**ok, "OS_CLIENT_CONFIG_FILE": str(password)}, "uses auth_type password"),
+        ({**ok, "SITE": "CHI@Mars"}, "SITE=CHI@Mars is not a Chameleon site"),
+        ({**ok, "GPU_FLAVOR": "g9.huge"}, "GPU_FLAVOR=g9.huge is not a GPU flavor of KVM@TACC"),
+        ({**ok, "NODE_TYPE": "gpu_a100_pcie"}, "NODE_TYPE does not apply on KVM@TACC"),
+        ({**ok, "SITE": "CHI@UC", "NODE_TYPE": "gpu_h200"},
+         "NODE_TYPE=gpu_h200 is not a GPU node type of CHI@UC"),
+        ({**ok, "SITE": "CHI@UC"}, "is for KVM@TACC, but SITE=CHI@UC"),
+        ({**ok, "SSH_ALLOWED_CIDR": ""}, "set SSH_ALLOWED_CIDR=<your public address>/32"),
+        ({**ok, "SSH_ALLOWED_CIDR": "0.0.0.0/0"}, "ALLOW_SSH_FROM_ANYWHERE=1"),
+        ({**ok, "SSH_ALLOWED_CIDR": "my-laptop"}, "SSH_ALLOWED_CIDR=my-laptop is not an IPv4 CIDR"),
+        ({**ok, "SSH_ALLOWED_CIDR": "2001:db8::/64"}, "is not an IPv4 CIDR"),
+        ({**ok, "GPU_NODES": "0"}, "GPU_NODES=0 is not a number of GPU nodes"),
+        ({**ok, "LEASE_HOURS": "500"}, "LEASE_HOURS=500 is not a lease length at KVM@TACC"),
+    ]  # fmt: skip
+
+
+def test_every_missing_setting_is_one_line(standin, home, tmp_path):
+    for settings, expected in _error_cases(standin.url, tmp_path):
+        state = tmp_path / "state"
+        for dry_run in ("1", ""):
+            proc = stack_cli(home, state, "up", DRY_RUN=dry_run, **settings)
+            line = one_error_line(proc)
+            assert expected in line, (settings, line)
+            assert SECRET not in proc.stdout + proc.stderr
+            assert not state.exists(), settings
+    assert standin.requests == []
+
+
+# --- up, interrupted and continued; status; extend; down -----------------------------------
+def terraform_calls(stubs) -> list[dict]:
+    log = stubs["terraform_log"]
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def test_up_interrupted_after_the_lease_continues_with_the_same_lease(
+    standin, home, tmp_path, stubs
+):
+    path = clouds_yaml(tmp_path / "clouds.yaml", standin.url)
+    state = tmp_path / "state"
+    settings = with_stubs(stubs, OS_CLIENT_CONFIG_FILE=str(path), GPU_NODES="2",
+                          STUB_KILL_ON_APPLY=str(stubs["kill_marker"]))  # fmt: skip
+
+    first = stack_cli(home, state, "up", **settings)
+    assert first.returncode == -9, first.stdout + first.stderr  # killed right after the lease
+    assert standin.count("POST", LEASES) == 1
+    record = json.loads((state / "chameleon" / "stack.json").read_text())
+    assert record["chameleon"]["lease_id"] in standin.leases
+    assert "lease" in record["chameleon"]["steps"]
+
+    second = stack_cli(home, state, "up", **settings)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "reused" in second.stdout and "is up at KVM@TACC" in second.stdout
+    assert standin.count("POST", LEASES) == 1  # never a second lease
+    (lease,) = standin.leases.values()
+    record = json.loads((state / "chameleon" / "stack.json").read_text())
+    assert record["state"] == "up"
+    assert set(record["chameleon"]["steps"]) == {
+        "lease", "volume", "infra", "ssh", "inventory", "configure"}  # fmt: skip
+
+    folder = state / "chameleon"
+    tfvars_file = folder / "terraform" / "infra" / "terraform.tfvars.json"
+    assert stat.S_IMODE(tfvars_file.stat().st_mode) == 0o600
+    tfvars = json.loads(tfvars_file.read_text())
+    by_id = {r["id"]: r for r in lease["reservations"]}
+    assert by_id[tfvars["gpu_reservation_id"]]["amount"] == 2
+    assert by_id[tfvars["services_reservation_id"]]["amount"] == 1
+    fip = standin.floating_ips[0]["floating_ip_address"]
+    assert (
+        tfvars["floating_ip_address"] == fip
+        and tfvars["data_volume_id"] == "3c1e2f7a-5b6d-4e8f-9a0b-1c2d3e4f5a6b"
+    )
+    assert tfvars["public_key"].startswith("ssh-ed25519 ")
+    assert tfvars["ssh_private_key_file"] == str(folder / "secrets" / "ssh_key")
+    assert stat.S_IMODE((folder / "secrets" / "ssh_key").stat().st_mode) == 0o600
+
+    calls = terraform_calls(stubs)
+    for call in calls:  # Terraform reads clouds.yaml itself; no credential in its env
+        assert call["env"].get("OS_CLIENT_CONFIG_FILE") == str(path)
+        assert not {k for k in call["env"] if k.startswith("OS_")} - {"OS_CLIENT_CONFIG_FILE"}
+    for written in folder.rglob("*"):
+        if written.is_file():
+            assert SECRET not in written.read_text(errors="replace"), written
+
+    inventory = yaml.safe_load((folder / "inventory.yml").read_text())
+    groups = inventory["all"]["children"]
+    (gateway,) = groups["services"]["hosts"].values()
+    assert gateway["ansible_host"] == fip and gateway["stack_private_address"] == "10.52.0.10"
+    assert list(groups["ray_head"]["hosts"]) == list(groups["services"]["hosts"])
+    workers = groups["ray_workers"]["hosts"]
+    assert [w["ansible_host"] for w in workers.values()] == ["10.52.0.20", "10.52.0.21"]
+    for worker in workers.values():
+        args = worker["ansible_ssh_common_args"]
+        assert f"cc@{fip}" in args and "StrictHostKeyChecking=yes" in args
+        assert f"UserKnownHostsFile={folder / 'known_hosts'}" in args
+    assert inventory["all"]["vars"]["ansible_ssh_private_key_file"] == str(
+        folder / "secrets" / "ssh_key"
+    )
+    # First contact pins host keys (accept-new), the gateway first.
+    ssh_calls = stubs["ssh_log"].read_text().splitlines()
+    assert ssh_calls[0].endswith(f"cc@{fip} true") and "accept-new" in ssh_calls[0]
+    assert stubs["ansible_log"].read_text().count("site.yml") == 1
+
+    status = stack_cli(home, state, "status", **settings)
+    assert status.returncode == 0, status.stderr
+    assert "ACTIVE, ends" in status.stdout and "h left" in status.stdout
+    assert "warning" not in status.stdout
+    assert "MLflow http://127.0.0.1:5000" in status.stdout
+
+    ends = json.loads((folder / "stack.json").read_text())["chameleon"]["lease_end"]
+    extend = stack_cli(home, state, "extend", **settings, HOURS="4")
+    assert extend.returncode == 0, extend.stderr
+    assert "extended by 4 h" in extend.stdout
+    extended = json.loads((folder / "stack.json").read_text())["chameleon"]["lease_end"]
+    hours = (datetime.fromisoformat(extended) - datetime.fromisoformat(ends)).total_seconds() / 3600
+    assert 3.98 < hours <= 4  # the record follows the lease (Blazar's minutes)
+
+    standin.refuse_update = "Not enough resources available with query {'flavor': 'g1.h100'}"
+    refused = stack_cli(home, state, "extend", **settings, HOURS="4")
+    assert "Blazar refused to extend lease 'chameleon' by 4 h: Not enough" in one_error_line(
+        refused
+    )
+
+    dry = stack_cli(home, state, "down", **settings, DRY_RUN="1")
+    assert dry.returncode == 0, dry.stderr
+    assert f"delete lease {lease['id']} at KVM@TACC" in dry.stdout
+    assert "keep the data volume chameleon-data" in dry.stdout
+    assert lease["id"] in standin.leases
+
+    down = stack_cli(home, state, "down", **settings)
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert f"lease 'chameleon' ({lease['id']}) deleted" in down.stdout
+    assert "nothing else is left at KVM@TACC" in down.stdout
+    assert not standin.leases
+    actions = [next(a for a in c["args"] if not a.startswith("-")) for c in terraform_calls(stubs)]
+    assert actions.count("destroy") == 1  # infra only: the volume is kept
+
+
+def test_status_warns_when_the_lease_ends_soon(standin, home, tmp_path, stubs):
+    path = clouds_yaml(tmp_path / "clouds.yaml", standin.url)
+    state = tmp_path / "state"
+    settings = with_stubs(stubs, OS_CLIENT_CONFIG_FILE=str(path), LEASE_HOURS="1")
+    assert stack_cli(home, state, "up", **settings).returncode == 0
+    status = stack_cli(home, state, "status", **settings)
+    assert "warning: under 2 h left" in status.stdout
+    assert "`make extend HOURS=24` prolongs it" in status.stdout
+
+
+def test_tunnel_forwards_the_services_through_the_pinned_gateway(standin, home, tmp_path, stubs):
+    path = clouds_yaml(tmp_path / "clouds.yaml", standin.url)
+    state = tmp_path / "state"
+    settings = with_stubs(stubs, OS_CLIENT_CONFIG_FILE=str(path))
+    assert stack_cli(home, state, "up", **settings).returncode == 0
+    fip = standin.floating_ips[0]["floating_ip_address"]
+
+    tunnel = stack_cli(home, state, "tunnel", **settings)
+    assert tunnel.returncode == 0, tunnel.stderr
+    for line in ("http://127.0.0.1:5000", "http://127.0.0.1:8265", "http://127.0.0.1:8333"):
+        assert line in tunnel.stdout
+    call = stubs["ssh_log"].read_text().splitlines()[-1]
+    for port in (5000, 8265, 8333):
+        assert f"-L 127.0.0.1:{port}:10.52.0.10:{port}" in call
+    assert "StrictHostKeyChecking=yes" in call and call.endswith(f"cc@{fip}")
+
+
+def test_down_lists_what_is_left_with_the_command_to_remove_it(standin, home, tmp_path, stubs):
+    path = clouds_yaml(tmp_path / "clouds.yaml", standin.url)
+    state = tmp_path / "state"
+    settings = with_stubs(stubs, OS_CLIENT_CONFIG_FILE=str(path))
+    assert stack_cli(home, state, "up", **settings).returncode == 0
+    # Something Terraform did not remove (made by hand, or a destroy that half failed).
+    standin.servers.append({"id": "9f1d2c3b-0000-4000-8000-000000000001",
+                            "name": "chameleon-gpu-1", "status": "ERROR"})  # fmt: skip
+    standin.servers.append({"id": "9f1d2c3b-0000-4000-8000-000000000002",
+                            "name": "chameleonic", "status": "ACTIVE"})  # fmt: skip
+
+    down = stack_cli(home, state, "down", **settings, PURGE="1")
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert "still at KVM@TACC under the name chameleon" in down.stdout
+    assert ("server chameleon-gpu-1 (9f1d2c3b-0000-4000-8000-000000000001): openstack "
+            "--os-cloud chi-kvm@tacc server delete 9f1d2c3b-0000-4000-8000-000000000001"
+            ) in down.stdout  # fmt: skip
+    assert "chameleonic" not in down.stdout  # another stack's name that merely starts alike
+    actions = [next(a for a in c["args"] if not a.startswith("-")) for c in terraform_calls(stubs)]
+    assert actions.count("destroy") == 2  # PURGE=1: the volume's state too
+
+
+@pytest.mark.parametrize("command", ["extend", "tunnel"])
+def test_extend_and_tunnel_are_for_chameleon_stacks(home, tmp_path, command):
+    proc = stack_cli(home, tmp_path / "state", command, CLOUD="local")
+    assert f"make {command} is for CLOUD=chameleon stacks" in one_error_line(proc)
