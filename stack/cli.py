@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from stack import health, inventory, playbook, ports
+from stack.sim import flow as sim_flow
 from stack.state import AVAILABLE_CLOUDS, CLOUDS, Stack
 from core.errors import UserError
 
@@ -193,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         stack = current_stack()
+        if stack.cloud == "sim":
+            return sim_flow.run(args.command, stack)
         if args.command == "up":
             up(stack)
         elif args.command == "status":

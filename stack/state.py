@@ -14,7 +14,7 @@ from pathlib import Path
 from core.paths import REPO_ROOT, state_root
 
 CLOUDS = ("local", "sim", "chameleon")
-AVAILABLE_CLOUDS = ("local",)
+AVAILABLE_CLOUDS = ("local", "sim")
 
 
 @dataclass
