@@ -118,9 +118,23 @@ def start(stack: Stack, cluster: Cluster, host: Host) -> Process:
         os.chmod(log, 0o600)
         # Its own session: the host lives on when the `make up` that made it is killed.
         proc = subprocess.Popen(
-            ["ip", "netns", "exec", host.netns, "unshare", "--pid", "--fork", "--mount-proc",
-             "--mount", "--uts", "--ipc", "--propagation", "private",
-             SYSTEM_PYTHON, str(KEEPER)],
+            [
+                "ip",
+                "netns",
+                "exec",
+                host.netns,
+                "unshare",
+                "--pid",
+                "--fork",
+                "--mount-proc",
+                "--mount",
+                "--uts",
+                "--ipc",
+                "--propagation",
+                "private",
+                SYSTEM_PYTHON,
+                str(KEEPER),
+            ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=err,

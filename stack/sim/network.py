@@ -81,23 +81,44 @@ def create(cluster: Cluster) -> None:
         attach(cluster, host.netns, host.address, link=host.name)
     # The controller's link: a /32 of its own and a route to the head's address only.
     ctl = cluster.controller_link
-    ip("link", "add", ctl, "type", "veth", "peer", "name", "controller", "netns",
-       cluster.bridge_netns)
+    ip(
+        "link",
+        "add",
+        ctl,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "controller",
+        "netns",
+        cluster.bridge_netns,
+    )
     _sysctl(None, f"net/ipv6/conf/{ctl}/disable_ipv6", "1")
     _sysctl(None, f"net/ipv4/conf/{ctl}/forwarding", "0")
     ip("-n", cluster.bridge_netns, "link", "set", "controller", "master", BRIDGE, "up")
     ip("addr", "add", f"{cluster.controller_address}/32", "dev", ctl)
     ip("link", "set", ctl, "up")
-    ip("route", "add", f"{cluster.head.address}/32", "dev", ctl,
-       "src", cluster.controller_address)
+    ip("route", "add", f"{cluster.head.address}/32", "dev", ctl, "src", cluster.controller_address)
 
 
 def attach(cluster: Cluster, netns: str, address: str, link: str) -> None:
     """A new network namespace `netns` on the test network at `address`; `link` names its
     port on the bridge."""
     _add_netns(cluster, netns)
-    ip("-n", cluster.bridge_netns, "link", "add", link, "type", "veth", "peer", "name",
-       HOST_LINK, "netns", netns)
+    ip(
+        "-n",
+        cluster.bridge_netns,
+        "link",
+        "add",
+        link,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        HOST_LINK,
+        "netns",
+        netns,
+    )
     ip("-n", cluster.bridge_netns, "link", "set", link, "master", BRIDGE, "up")
     ip("-n", netns, "addr", "add", f"{address}/{cluster.prefix_length}", "dev", HOST_LINK)
     ip("-n", netns, "link", "set", HOST_LINK, "up")

@@ -109,25 +109,38 @@ def pin_host_keys(stack: Stack, cluster: Cluster) -> None:
 
 def common_options(stack: Stack) -> list[str]:
     return [
-        "-i", str(key_file(stack)),
-        "-o", "IdentitiesOnly=yes",
-        "-o", f"UserKnownHostsFile={known_hosts_file(stack)}",
-        "-o", "StrictHostKeyChecking=yes",
-        "-o", "BatchMode=yes",
-        "-o", f"ConnectTimeout={CONNECT_TIMEOUT_S}",
-    ]  # fmt: skip
+        "-i",
+        str(key_file(stack)),
+        "-o",
+        "IdentitiesOnly=yes",
+        "-o",
+        f"UserKnownHostsFile={known_hosts_file(stack)}",
+        "-o",
+        "StrictHostKeyChecking=yes",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        f"ConnectTimeout={CONNECT_TIMEOUT_S}",
+    ]
 
 
 def proxy_command(stack: Stack, cluster: Cluster) -> str:
     """The ProxyCommand that reaches a host through the head (ssh -W)."""
     inner = [
-        "ssh", "-W", "%h:%p", "-q",
-        "-i", str(key_file(stack)),
-        "-o", f"UserKnownHostsFile={known_hosts_file(stack)}",
-        "-o", "StrictHostKeyChecking=yes",
-        "-o", "BatchMode=yes",
+        "ssh",
+        "-W",
+        "%h:%p",
+        "-q",
+        "-i",
+        str(key_file(stack)),
+        "-o",
+        f"UserKnownHostsFile={known_hosts_file(stack)}",
+        "-o",
+        "StrictHostKeyChecking=yes",
+        "-o",
+        "BatchMode=yes",
         f"{USER}@{cluster.head.address}",
-    ]  # fmt: skip
+    ]
     return shlex.join(inner)
 
 
