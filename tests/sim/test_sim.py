@@ -337,6 +337,25 @@ def test_the_firewall_admits_ssh_from_anyone_and_stack_ports_from_stack_hosts_on
         assert answered == (port == 22 or port in admitted), (prober, host, port)
 
 
+def test_status_shows_a_silent_host_and_up_repairs_it(sim, sim_state):
+    stack, cluster = sim
+    worker = cluster.host("worker-1")
+    stopped = hosts.run_in(worker, ["sh", "-c", f"kill $(cat {hosts.SSHD_DIR}/sshd.pid)"])
+    assert stopped.returncode == 0, stopped.stderr
+    status = sim_cli(sim_state, "status", STACK_NAME=STACK)
+    print(status.stdout)
+    rows = {line.split()[1]: line for line in status.stdout.splitlines() if "│ " in line}
+    for host in cluster.hosts:
+        assert host.address in rows[host.name]
+    assert "no answer" in rows["worker-1"]
+    assert "answers" in rows["head"] and "answers" in rows["worker-2"]
+    again = sim_cli(sim_state, "up", STACK_NAME=STACK, SIM_WORKERS="2")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert again.stdout.count("answers") == 3, again.stdout
+    # Repaired in place: the same hosts (inits), not a new cluster.
+    assert [h.init for h in sim_cluster.load(stack).hosts] == [h.init for h in cluster.hosts]
+
+
 def test_down_leaves_nothing_and_twice_is_harmless(sim, sim_state, machine_before):
     stack, cluster = sim
     for attempt in ("first", "second"):
