@@ -15,7 +15,7 @@ from core.errors import UserError
 from stack.sim import cluster as sim_cluster
 from stack.sim import hosts, inventory, network, sshd
 from stack.sim.cluster import MAX_WORKERS, Cluster
-from stack.sim.teardown import tear_down
+from stack.sim.teardown import tear_down, tear_down_unrecorded
 from stack.state import Stack
 
 DEFAULT_WORKERS = 2
@@ -51,6 +51,8 @@ def up(stack: Stack) -> Cluster:
     _preflight()
     workers = _workers_wanted()
     old = sim_cluster.load(stack)
+    if old is None:
+        tear_down_unrecorded(stack)  # one whose state folder was deleted while it ran
     if old is not None and _running(old) and len(old.workers) == workers:
         cluster = old
         _start_sshds(stack, cluster, only_silent=True)
@@ -87,7 +89,10 @@ def status(stack: Stack) -> None:
 def down(stack: Stack, purge: bool = False) -> None:
     cluster = sim_cluster.load(stack)
     if cluster is None:
-        console.print(f"no sim stack {stack.name!r} here; nothing to take down")
+        if os.geteuid() == 0 and tear_down_unrecorded(stack):
+            console.print(f"sim stack [bold]{stack.name}[/] had lost its state folder; removed")
+        else:
+            console.print(f"no sim stack {stack.name!r} here; nothing to take down")
         return
     _need_root()
     tear_down(stack, cluster, purge=purge)

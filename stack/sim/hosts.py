@@ -192,12 +192,17 @@ def clear_volatile(stack: Stack, host: Host) -> None:
 def remove_mount_points(cluster: Cluster) -> None:
     """Remove the empty directories (or files) this stack made in the root file system to
     mount on, unless a package has taken them over since."""
-    for path in map(Path, reversed(cluster.created_mount_points)):
+    remove_if_unused(reversed(cluster.created_mount_points))
+    cluster.created_mount_points = []
+
+
+def remove_if_unused(paths) -> None:
+    """Remove each path that is an empty directory or file no Debian package owns."""
+    for path in map(Path, paths):
         if path.is_dir() and not any(path.iterdir()) and not _owned_by_package(path):
             path.rmdir()
         elif path.is_file() and path.stat().st_size == 0 and not _owned_by_package(path):
             path.unlink()
-    cluster.created_mount_points = []
 
 
 def _mount_point(cluster: Cluster, path: Path, is_dir: bool) -> None:

@@ -139,8 +139,14 @@ def destroy(cluster: Cluster) -> None:
     for route in routes_into(cluster.subnet):
         if route.get("type") == "unreachable" and route.get("dst") == cluster.subnet:
             ip("route", "delete", "unreachable", cluster.subnet)
-    if cluster.created_netns_dir and NETNS_DIR.is_dir() and not any(NETNS_DIR.iterdir()):
-        # `ip netns add` made /run/netns a mount point of its own: leave no mount behind.
+    if cluster.created_netns_dir:
+        release_netns_dir()
+
+
+def release_netns_dir() -> None:
+    """`ip netns add` made /run/netns a mount point of its own: once no namespace is left in
+    it, unmount and remove it, so no mount is left behind (`ip` makes it again when needed)."""
+    if NETNS_DIR.is_dir() and not any(NETNS_DIR.iterdir()):
         subprocess.run(["umount", str(NETNS_DIR)], capture_output=True)
         NETNS_DIR.rmdir()
 

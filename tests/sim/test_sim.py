@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -434,3 +435,19 @@ def _probe(enter: list[str], targets: list, prober: str | None = None) -> dict:
     answers = json.loads(proc.stdout)
     keys = [(h.name, p) if prober is None else (prober, h.name, p) for h, p in targets]
     return dict(zip(keys, answers, strict=True))
+
+
+def test_a_stack_whose_state_folder_was_deleted_is_still_removed_by_down(tmp_path, machine_before):
+    state = tmp_path / "state"
+    assert sim_cli(state, "up", STACK_NAME=KILLED, SIM_WORKERS="1").returncode == 0
+    os.environ["STACK_DIR"] = str(state)
+    try:
+        recorded = sim_cluster.load(Stack(KILLED, "sim"))
+    finally:
+        os.environ.pop("STACK_DIR", None)
+    shutil.rmtree(state)
+    proc = sim_cli(state, "down", STACK_NAME=KILLED)
+    print(proc.stdout)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "lost its state folder" in proc.stdout
+    assert leftovers(KILLED, state, machine_before, recorded) == []
