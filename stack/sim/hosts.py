@@ -4,11 +4,11 @@ file system, so that no file crosses hosts except over the network.
 
 Private per host: /tmp, /var/tmp, /run (volatile: emptied by `down`, as a reboot would), home
 (/root, /home), logs (/var/log), /srv, supervisor's program folder, the host firewall's rule
-file, and every data and configuration folder the roles define (`<role>_data_dir`,
-`<role>_config_dir` in ansible/roles/*/defaults: /var/lib/ray, /etc/mlflow, ...; the Ray temp
-dir lives in /var/lib/ray). Shared: installed software (/usr, the venvs in /opt, Debian's
-packages and their database), as on hosts made from one image. The controller's stack state
-(keys, passwords) is hidden from the hosts."""
+file, /etc/hosts (every stack host by name), and every data and configuration folder the roles
+define (`<role>_data_dir`, `<role>_config_dir` in ansible/roles/*/defaults: /var/lib/ray,
+/etc/mlflow, ...; the Ray temp dir lives in /var/lib/ray). Shared: installed software (/usr,
+the venvs in /opt, Debian's packages and their database), as on hosts made from one image.
+The controller's stack state (keys, passwords) is hidden from the hosts."""
 
 from __future__ import annotations
 
@@ -36,6 +36,8 @@ VOLATILE_DIRS = ("/tmp", "/var/tmp", "/run")
 PERSISTENT_DIRS = ("/root", "/home", "/srv", "/var/log", "/etc/supervisor/conf.d")
 # Files of shared packages that each host writes its own version of (a per-host copy).
 PRIVATE_FILES = ("/etc/nftables.conf",)
+# Name resolution: written by `up` for each host (every stack host by name).
+HOSTS_FILE = "/etc/hosts"
 # sshd's configuration, host keys and authorized key; kept across `down` (host keys are pinned).
 SSHD_DIR = "/run/stack-sshd"
 NAMESPACES = ("--net", "--pid", "--mount", "--uts", "--ipc")
@@ -101,7 +103,23 @@ def prepare(stack: Stack, cluster: Cluster, host: Host) -> list[list[str]]:
             src.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(target, src)
         binds.append([str(src), target])
+    names = backing(stack, host, HOSTS_FILE)
+    names.write_text(hosts_file(stack, cluster))
+    os.chmod(names, 0o644)
+    binds.append([str(names), HOSTS_FILE])
     return binds
+
+
+def hostname(stack: Stack, host: Host) -> str:
+    return f"{stack.name}-{host.name}"
+
+
+def hosts_file(stack: Stack, cluster: Cluster) -> str:
+    """Every host's /etc/hosts: each stack host's name at its private address, as a cluster's
+    DNS would answer (torch.distributed's gloo picks the address its hostname resolves to)."""
+    lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
+    lines += [f"{h.address}\t{hostname(stack, h)} {h.name}" for h in cluster.hosts]
+    return "# Written by `make up CLOUD=sim`.\n" + "\n".join(lines) + "\n"
 
 
 def start(stack: Stack, cluster: Cluster, host: Host) -> Process:
@@ -110,7 +128,7 @@ def start(stack: Stack, cluster: Cluster, host: Host) -> Process:
         "binds": prepare(stack, cluster, host),
         "tmpfs": ["/dev/shm"],
         "hide": [str(state_root())],
-        "hostname": f"{stack.name}-{host.name}",
+        "hostname": hostname(stack, host),
         "grace_s": STOP_GRACE_S - 5,
     }
     log = hosts_folder(stack) / host.name / "init.log"
@@ -168,20 +186,20 @@ def enter(host: Host) -> list[str]:
     return ["nsenter", f"--target={host.init.pid}", *NAMESPACES, "--wdns=/", "--"]
 
 
-def stop(host: Host) -> None:
-    """SIGTERM the host's init (it passes it on to every process of the host), SIGKILL after a
-    grace period (which ends the whole PID namespace)."""
-    init = host.init
-    if init is None or not init.alive():
-        return
-    os.kill(init.pid, signal.SIGTERM)
+def stop(hosts: list[Host]) -> None:
+    """SIGTERM each host's init (it passes it on to every process of its host), all at once;
+    SIGKILL after a grace period what still runs (which ends a whole PID namespace)."""
+    running = [h.init for h in hosts if h.init is not None and h.init.alive()]
+    for init in running:
+        os.kill(init.pid, signal.SIGTERM)
     deadline = time.monotonic() + STOP_GRACE_S
-    while init.alive() and time.monotonic() < deadline:
+    while any(i.alive() for i in running) and time.monotonic() < deadline:
         time.sleep(0.1)
-    if init.alive():
-        os.kill(init.pid, signal.SIGKILL)
-        while init.alive():
-            time.sleep(0.1)
+    for init in running:
+        if init.alive():
+            os.kill(init.pid, signal.SIGKILL)
+    while any(i.alive() for i in running):
+        time.sleep(0.1)
 
 
 def clear_volatile(stack: Stack, host: Host) -> None:

@@ -21,8 +21,8 @@ def tear_down(stack: Stack, cluster: Cluster, purge: bool = False) -> None:
     # Connections first, while the network still carries their FIN: a socket left open when
     # its link goes would retransmit into whatever route is left.
     sshd.close_connections(stack)
+    hosts.stop(cluster.hosts)
     for host in cluster.hosts:
-        hosts.stop(host)
         host.init = None
     existing = set(network.netns_list())
     for netns in [h.netns for h in cluster.hosts] + list(cluster.attached):

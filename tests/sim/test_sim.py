@@ -186,6 +186,13 @@ def test_up_makes_a_head_and_two_workers_reachable_only_through_the_head(sim):
     # The controller's own address aside (table local), one route: to the head.
     (to_head,) = [r for r in routes if r.get("table") != "local" and r.get("type") != "unreachable"]
     assert to_head["dst"] == cluster.head.address
+    # Each host knows every stack host by name, at its private address.
+    for host in cluster.hosts:
+        names = [hosts.hostname(stack, h) for h in cluster.hosts]
+        for other, name in zip(cluster.hosts, names, strict=True):
+            proc = hosts.run_in(host, ["getent", "hosts", name])
+            assert proc.stdout.split()[0] == other.address, (host.name, name, proc.stdout)
+        assert hosts.run_in(host, ["hostname"]).stdout.strip() == hosts.hostname(stack, host)
     # And the hosts have no route out of it at all.
     for host in cluster.hosts:
         routes = json.loads(hosts.run_in(host, ["ip", "-4", "-j", "route"]).stdout)
