@@ -458,3 +458,14 @@ def test_a_stack_whose_state_folder_was_deleted_is_still_removed_by_down(tmp_pat
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "lost its state folder" in proc.stdout
     assert leftovers(KILLED, state, machine_before, recorded) == []
+
+
+@pytest.mark.parametrize("workers", ["x", "0", "101"])
+def test_a_bad_worker_count_is_one_line_and_makes_nothing(tmp_path, workers):
+    before = set(network.netns_list())
+    proc = sim_cli(tmp_path / "state", "up", STACK_NAME=KILLED, SIM_WORKERS=workers)
+    assert proc.returncode == 2
+    (line,) = proc.stderr.strip().splitlines()
+    assert line == f"error: SIM_WORKERS={workers} is not usable; give a number from 1 to 100"
+    assert set(network.netns_list()) == before
+    assert not (tmp_path / "state").exists()
