@@ -15,7 +15,6 @@ from core import state
 from core.paths import REPO_ROOT, state_root
 
 CLOUDS = ("local", "sim", "chameleon")
-AVAILABLE_CLOUDS = ("local", "chameleon")
 
 
 @dataclass
