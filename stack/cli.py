@@ -187,12 +187,16 @@ def _chameleon(stack: Stack, command: str) -> None:
     if command == "up":
         flow.up(stack, dry_run, configure=lambda inventory: _configure(stack, inventory))
     elif command == "down":
-        # Backing up before the compute goes is the local flow's `backup` (lead: hook it here).
-        flow.down(stack, dry_run, purge, backup=None)
+        # The tracking data is backed up before the compute (and its disks) go.
+        flow.down(stack, dry_run, purge, backup=_backed_up)
     elif command == "backup":
         console.print(f"backup written to {stack.display(backup(stack))}")
     else:
         getattr(flow, command)(stack)
+
+
+def _backed_up(stack: Stack) -> None:
+    console.print(f"backed up to {stack.display(backup(stack))}")
 
 
 def _configure(stack: Stack, inventory_file) -> None:

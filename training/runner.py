@@ -109,8 +109,32 @@ def _start_run(tracker: tracking.Tracker, p: RunPlan, experiment_id: str) -> str
     )
 
 
+def _tracking_and_model(p: RunPlan, folder) -> tuple[tracking.Tracker, str, models.ModelSource]:
+    tracker = tracking.Tracker(p.target.tracking_uri)
+    experiment_id = tracker.experiment(p.task.name, p.target.artifact_root)
+    source = lifecycle.base_model(p.source, p.task, p.splits, p.cfg, folder)
+    return tracker, experiment_id, source
+
+
 def run(p: RunPlan) -> dict:
     """Start (or continue) the run; returns its final metrics."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    target, cfg, task = p.target, p.cfg, p.task
+    folder = target.run_folder(p.run_name)
+    run_id = p.run_id
+    with lifecycle.removed_on_failure(folder):
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            # MLflow's set-up and the smoke model need no Ray: they are made while Ray starts
+            # (ray.init stays on the main thread, which owns the signal handlers).
+            ready = pool.submit(_tracking_and_model, p, folder)
+            gpus = cluster.start(cfg.workers, target.tracking_uri)
+            tracker, experiment_id, source = ready.result()
+        if run_id is None:
+            run_id = _start_run(tracker, p, experiment_id)
+            lifecycle.write(target, lifecycle.RUN, p.run_name, _record(p, run_id, source))
+    use_gpu = gpus > 0
+
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -119,20 +143,6 @@ def run(p: RunPlan) -> dict:
 
     from training.loop import train_loop_per_worker
 
-    target, cfg, task = p.target, p.cfg, p.task
-    tracker = tracking.Tracker(target.tracking_uri)
-    experiment_id = tracker.experiment(task.name, target.artifact_root)
-
-    gpus = cluster.start(cfg.workers, target.tracking_uri)
-    use_gpu = gpus > 0
-
-    folder = target.run_folder(p.run_name)
-    run_id = p.run_id
-    with lifecycle.removed_on_failure(folder):
-        source = lifecycle.base_model(p.source, task, p.splits, cfg, folder)
-        if run_id is None:
-            run_id = _start_run(tracker, p, experiment_id)
-            lifecycle.write(target, lifecycle.RUN, p.run_name, _record(p, run_id, source))
     url = target.run_url(experiment_id, run_id)
     console.print(
         f"[bold]{task.name}[/] run [bold]{p.run_name}[/] · profile {cfg.profile} · "
