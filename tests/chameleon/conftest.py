@@ -108,11 +108,19 @@ echo "$@" >> "$STUB_SSH_LOG"
 """
 
 STUB_ANSIBLE = """\
-#!/bin/sh
-# STAND-IN ansible-playbook: record the call, report one host configured.
-echo "$@" >> "$STUB_ANSIBLE_LOG"
-echo "PLAY RECAP *********"
-echo "standin : ok=1    changed=1    unreachable=0    failed=0"
+#!/usr/bin/env python3
+# STAND-IN ansible-playbook: record the call, report one host configured; backup.yml leaves a
+# dated backup folder as the real play does.
+import json, os, sys, time
+with open(os.environ["STUB_ANSIBLE_LOG"], "a") as log:
+    log.write(" ".join(sys.argv[1:]) + "\\n")
+if any(arg.endswith("backup.yml") for arg in sys.argv):
+    extra = json.loads(sys.argv[sys.argv.index("-e") + 1])
+    folder = os.path.join(extra["stack_backup_dir"], time.strftime("%Y%m%d-%H%M%S"))
+    os.makedirs(folder)
+    open(os.path.join(folder, "tracking.dump"), "w").close()
+print("PLAY RECAP *********")
+print("standin : ok=1    changed=1    unreachable=0    failed=0")
 """
 
 

@@ -232,6 +232,8 @@ def test_up_interrupted_after_the_lease_continues_with_the_same_lease(
     down = stack_cli(home, state, "down", **settings)
     assert down.returncode == 0, down.stdout + down.stderr
     assert f"lease 'chameleon' ({lease['id']}) deleted" in down.stdout
+    assert "backed up to" in down.stdout  # the tracking data, before the compute went
+    assert "backup.yml" in stubs["ansible_log"].read_text()
     assert "nothing else is left at KVM@TACC" in down.stdout
     assert not standin.leases
     actions = [next(a for a in c["args"] if not a.startswith("-")) for c in terraform_calls(stubs)]
