@@ -25,6 +25,10 @@ def start(workers: int, tracking_uri: str) -> int:
     # Token auth would be switched on silently by a stray ~/.ray/auth_token (ENVIRONMENT.md),
     # so the embedded cluster sets its mode explicitly.
     os.environ["RAY_AUTH_MODE"] = "disabled"
+    # One machine is never drained: no preemption watcher (an actor process less to start).
+    environment = {**worker_environment(), "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
+    # Ray Train's settings are read by the driver as well as by its workers.
+    os.environ.update({k: v for k, v in environment.items() if k.startswith("RAY_TRAIN_")})
     # Workers talk to the user through the progress queue and raised errors; their own logs
     # stay in Ray's session folder instead of interleaving with the progress bar.
     ray.init(
@@ -35,7 +39,7 @@ def start(workers: int, tracking_uri: str) -> int:
         logging_config=ray.LoggingConfig(log_level="ERROR"),
         runtime_env={
             "env_vars": {
-                **worker_environment(),
+                **environment,
                 **tracking.environment_for_workers(tracking_uri),
                 **storage.worker_environment(),
                 "RAY_AUTH_MODE": "disabled",

@@ -13,5 +13,8 @@ def worker_environment() -> dict[str, str]:
         "HF_HUB_DISABLE_TELEMETRY": "1",
         "TOKENIZERS_PARALLELISM": "false",
         "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+        # Ray Train's controller polls its workers every 2 s by default: a run would end (and
+        # a failure show) up to that late.
+        "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5",
         **{k: v for k, v in os.environ.items() if k.startswith("HF_")},
     }

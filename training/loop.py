@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from torch.utils.data import DataLoader, DistributedSampler
@@ -39,6 +40,13 @@ def train_loop_per_worker(config: dict) -> None:
     spec: WorkerSpec = config["spec"]
     session = sessions.for_spec(spec)
     rank, world = session.rank_world()
+    # Only rank 0 writes to MLflow; its client (and MLflow's import) is made while the model
+    # loads, not before it.
+    tracker = None
+    if rank == 0:
+        pool = ThreadPoolExecutor(max_workers=1)
+        tracker = pool.submit(tracking.Tracker, spec.tracking_uri)
+        pool.shutdown(wait=False)
     w = setup(spec, rank, world, session.device())
     cfg, task = w.cfg, w.task
     accumulation = cfg.gradient_accumulation_steps
@@ -63,11 +71,10 @@ def train_loop_per_worker(config: dict) -> None:
     if resumed:
         with resumed.as_directory() as folder:
             progress = checkpoints.load(Path(folder), w.model, optimizer, scheduler, rank)
-    tracker = tracking.Tracker(spec.tracking_uri)
     buffer = tracking.MetricBuffer(tracker, spec.run_id, progress["pending"])
     if rank == 0 and resumed:
         buffer.flush()  # points saved with the checkpoint but maybe not yet in MLflow
-        tracker.set_tags(spec.run_id, {"resumed_from_step": progress["global_step"]})
+        buffer.tracker.set_tags(spec.run_id, {"resumed_from_step": progress["global_step"]})
     step = progress["global_step"]
     last_eval: dict = {}
     phases = Phases()  # rank 0's, sent to the driver with the last progress event

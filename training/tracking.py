@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import time
+from concurrent.futures import Future
 from pathlib import Path
 
 from core.errors import UserError
@@ -186,10 +187,16 @@ def dataset(frame, name: str, targets: str, digest: str, context: str):
 class MetricBuffer:
     """Rank 0's metric points since the last checkpoint."""
 
-    def __init__(self, tracker: Tracker, run_id: str, pending: list | None = None):
-        self.tracker = tracker
+    def __init__(self, tracker: Tracker | Future | None, run_id: str, pending: list | None = None):
+        self._tracker = tracker  # a Tracker, or a Future of one (None on ranks that never write)
         self.run_id = run_id
         self.pending: list[tuple[str, float, int, int]] = [tuple(p) for p in pending or []]
+
+    @property
+    def tracker(self) -> Tracker:
+        if isinstance(self._tracker, Future):
+            self._tracker = self._tracker.result()
+        return self._tracker
 
     def add(self, metrics: dict[str, float], step: int) -> None:
         stamp = int(time.time() * 1000)
