@@ -11,9 +11,9 @@ from tests.conftest import run_cli
 @pytest.mark.parametrize(
     ("command", "expected"),
     [
-        ("train", ["run         a new run", "workers     1 x ddp"]),
-        ("tune", ["search      a new search", "trials      2, ASHA"]),
-        ("bench", ["cells       2: ddp x1 b8, fsdp x1 b8"]),
+        ("train", ["run a new run", "workers 1 x ddp"]),
+        ("tune", ["search a new search", "trials 2, ASHA"]),
+        ("bench", ["cells 2: ddp x1 b8, fsdp x1 b8"]),
     ],
 )
 def test_dry_run_prints_the_plan_and_leaves_nothing_behind(tmp_path, command, expected):
@@ -29,7 +29,7 @@ def test_dry_run_prints_the_plan_and_leaves_nothing_behind(tmp_path, command, ex
         REPORTS_DIR=str(reports),
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    out = result.stdout
+    out = " ".join(result.stdout.split())  # the plan's columns, whatever their width
     assert f"dry run: `make {command}` would run this" in out
     for line in expected:
         assert line in out, out
