@@ -13,5 +13,11 @@ def worker_environment() -> dict[str, str]:
         "HF_HUB_DISABLE_TELEMETRY": "1",
         "TOKENIZERS_PARALLELISM": "false",
         "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
-        **{k: v for k, v in os.environ.items() if k.startswith("HF_")},
+        # The user's HF_* settings (HF_HUB_OFFLINE, HF_ENDPOINT, ...), never a token: a job's
+        # environment is shown by the Jobs API; the nodes hold HF_TOKEN themselves.
+        **{k: v for k, v in os.environ.items() if k.startswith("HF_") and not _secret(k)},
     }
+
+
+def _secret(name: str) -> bool:
+    return any(word in name for word in ("TOKEN", "KEY", "SECRET", "PASSWORD"))
