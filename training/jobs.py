@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from core.errors import UserError
+from core.errors import UserError, root_cause
 from core.paths import REPO_ROOT
 from core.state import Endpoints
 
@@ -240,6 +240,15 @@ def follow(job_id: str, endpoints: Endpoints, submitted: bool = False) -> int:
             file=sys.stderr,
         )
         return 130
+    except UserError:
+        raise
+    except Exception as exc:  # the head gone: refused connections, a closed websocket, ...
+        raise UserError(
+            f"lost the stack's Ray head at {endpoints.ray_address} while following job "
+            f"{job_id} ({root_cause(exc)}); `make status` shows the services, `make up` "
+            "repairs them, then `make train ... RESUME=1` continues the run from its last "
+            "checkpoint"
+        ) from None
     if status == "SUCCEEDED":
         return 0
     if last_error:
