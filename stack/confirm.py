@@ -47,11 +47,7 @@ def confirm_purge(stack: Stack, environ=None, stdin=None) -> None:
         sys.stderr.flush()
         given = stdin.readline().strip()
     if given != stack.name:
-        how = (
-            f"CONFIRM={given!r} is not the stack's name"
-            if given
-            else "no terminal to ask on"
-        )
+        how = f"CONFIRM={given!r} is not the stack's name" if given else "no terminal to ask on"
         raise UserError(
             f"{how}: nothing was deleted; confirm with CONFIRM={stack.name} "
             f"(`make down PURGE=1 CONFIRM={stack.name}`)"

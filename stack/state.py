@@ -24,8 +24,19 @@ LOCK = "lock"
 # Everything the stack (its CLI, Ansible's site.yml, the sim and chameleon flows) writes into
 # .stack/<name>/; purge deletes these and nothing else.
 WRITTEN = (
-    MARKER, LOCK, state.STACK_RECORD, state.ENDPOINTS, "stack.tmp", "inventory.yml", "secrets",
-    "logs", "known_hosts", "sim.json", "hosts", "ssh-control", "terraform",
+    MARKER,
+    LOCK,
+    state.STACK_RECORD,
+    state.ENDPOINTS,
+    "stack.tmp",
+    "inventory.yml",
+    "secrets",
+    "logs",
+    "known_hosts",
+    "sim.json",
+    "hosts",
+    "ssh-control",
+    "terraform",
 )
 # What may sit in STACK_DIR besides stack folders (the embedded target's runs, the backups).
 ROOT_ENTRIES = ("embedded", "backups", MARKER)
@@ -85,7 +96,8 @@ class Stack:
                 )
         if root.is_dir() and not (root / MARKER).is_file():
             strangers = [
-                e.name for e in root.iterdir()
+                e.name
+                for e in root.iterdir()
                 if e.name not in ROOT_ENTRIES and not (e.is_dir() and _made_by_stack(e))
             ]
             if strangers:

@@ -191,10 +191,10 @@ def run(p: RunPlan) -> dict:
             raise
         if (cause := root_cause(exc)).find(tracking.TrackingUnreachable.MARK) >= 0:
             # MLflow is gone: the run cannot be marked; its checkpoint holds what MLflow missed.
+            what = cause[cause.find(tracking.TrackingUnreachable.MARK) :]
             raise UserError(
-                f"{cause[cause.find(tracking.TrackingUnreachable.MARK):]}; when MLflow answers "
-                f"again, continue "
-                f"with `make train TASK={task.name} RUN_NAME={p.run_name}` (or RESUME=1)"
+                f"{what}; when MLflow answers again, continue with "
+                f"`make train TASK={task.name} RUN_NAME={p.run_name}` (or RESUME=1)"
             ) from None
         tracker.finish(run_id, "FAILED")
         raise UserError(
