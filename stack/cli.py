@@ -8,8 +8,8 @@ exits 2."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -18,10 +18,13 @@ from rich.console import Console
 from rich.table import Table
 
 from core.errors import UserError
+from core.flags import flag
 from core.state import Endpoints
 from stack import health, inventory, playbook, ports
+from stack.confirm import confirm_purge
+from stack.lock import StackLock
 from stack.sim import flow as sim_flow
-from stack.state import CLOUDS, Stack
+from stack.state import CLOUDS, LOCK, Stack
 
 EXIT_USER_ERROR = 2
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
@@ -114,7 +117,12 @@ def down(stack: Stack, purge: bool) -> None:
             f"services stopped, but ports are still held: {held}; see {stack.display(outcome.log)}"
         )
     if purge:
-        shutil.rmtree(stack.folder)
+        kept = stack.remove_folder()
+        if kept:
+            console.print(
+                f"kept in {stack.display(stack.folder)} what the stack did not write there: "
+                + ", ".join(kept)
+            )
         console.print(
             f"stack [bold]{stack.name}[/] is down and its data deleted "
             f"(backup kept in {stack.display(stack.backups)})"
@@ -179,11 +187,10 @@ def _report(stack: Stack, endpoints: Endpoints, checks: list[health.Check]) -> N
     )
 
 
-def _chameleon(stack: Stack, command: str) -> None:
+def _chameleon(stack: Stack, command: str, purge: bool) -> None:
     from stack.chameleon import flow  # python-chi and its clients load only for this target
 
-    dry_run = os.environ.get("DRY_RUN", "") not in ("", "0")
-    purge = os.environ.get("PURGE", "") not in ("", "0")
+    dry_run = flag("DRY_RUN")
     if command == "up":
         flow.up(stack, dry_run, configure=lambda inventory: _configure(stack, inventory))
     elif command == "down":
@@ -222,21 +229,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         stack = current_stack()
-        if stack.cloud == "sim":
-            return sim_flow.run(args.command, stack)
-        if stack.cloud == "chameleon":
-            _chameleon(stack, args.command)
-        elif args.command in ("extend", "tunnel"):
-            raise UserError(f"make {args.command} is for CLOUD=chameleon stacks")
-        elif args.command == "up":
-            up(stack)
-        elif args.command == "status":
-            status(stack)
-        elif args.command == "down":
-            down(stack, purge=os.environ.get("PURGE", "") not in ("", "0"))
-        else:
-            console.print(f"backup written to {stack.display(backup(stack))}")
-        return 0
+        # Everything that can refuse does so before anything runs (and before the lock).
+        stack.check_folder()
+        dry_run, purge = flag("DRY_RUN"), flag("PURGE")
+        if args.command == "down" and purge and not dry_run and stack.exists():
+            confirm_purge(stack)
+        made: list = []
+        try:
+            with _lock(stack, args.command, dry_run, made):
+                return _dispatch(stack, args.command, purge)
+        except BaseException:
+            stack.undo_create(made)
+            raise
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
@@ -247,3 +251,33 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 130
+
+
+def _lock(stack: Stack, command: str, dry_run: bool, made: list):
+    """The stack's lock for the commands that change it; taken before Ansible or Terraform.
+    `made` gets the folders made for it, which a refused command removes again."""
+    if command not in ("up", "down", "backup") or dry_run:
+        return contextlib.nullcontext()
+    if command == "up":
+        made += stack.create()
+    elif not stack.folder.is_dir():
+        return contextlib.nullcontext()  # nothing there to change
+    return StackLock(stack.folder / LOCK, f"make {command} ({stack.name})")
+
+
+def _dispatch(stack: Stack, command: str, purge: bool) -> int:
+    if stack.cloud == "sim":
+        return sim_flow.run(command, stack, purge)
+    if stack.cloud == "chameleon":
+        _chameleon(stack, command, purge)
+    elif command in ("extend", "tunnel"):
+        raise UserError(f"make {command} is for CLOUD=chameleon stacks")
+    elif command == "up":
+        up(stack)
+    elif command == "status":
+        status(stack)
+    elif command == "down":
+        down(stack, purge=purge)
+    else:
+        console.print(f"backup written to {stack.display(backup(stack))}")
+    return 0

@@ -35,6 +35,7 @@ SCRUBBED = (
     "CLOUD",
     "STACK_NAME",
     "PURGE",
+    "CONFIRM",
     "DRY_RUN",
     "MLFLOW_S3_ENDPOINT_URL",
     "AWS_ENDPOINT_URL",

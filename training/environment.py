@@ -16,5 +16,11 @@ def worker_environment() -> dict[str, str]:
         # Ray Train's controller polls its workers every 2 s by default: a run would end (and
         # a failure show) up to that late.
         "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5",
-        **{k: v for k, v in os.environ.items() if k.startswith("HF_")},
+        # The user's HF_* settings (HF_HUB_OFFLINE, HF_ENDPOINT, ...), never a token: a job's
+        # environment is shown by the Jobs API; the nodes hold HF_TOKEN themselves.
+        **{k: v for k, v in os.environ.items() if k.startswith("HF_") and not _secret(k)},
     }
+
+
+def _secret(name: str) -> bool:
+    return any(word in name for word in ("TOKEN", "KEY", "SECRET", "PASSWORD"))

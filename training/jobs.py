@@ -1,27 +1,32 @@
 """Commands on a stack: `make train` (tune, bench) runs as a Ray job on the stack's cluster.
 
-The job carries the current working tree (Ray's working_dir) and the user's settings as
-key=value arguments; tracking, checkpoint storage and their credentials come from the Ray
-nodes' own environment (set by the Ansible ray role), so no secret travels with the job.
+The job carries the working tree as git sees it (tracked files plus untracked ones git does not
+ignore, and the DATA=/MODEL=/SPACE= files named), staged into a temporary folder that becomes
+Ray's working_dir; files that look like credentials are refused and the upload has a size limit.
+The user's settings travel as key=value arguments; tracking, checkpoint storage and their
+credentials (HF_TOKEN too) come from the Ray nodes' own environment (set by the Ansible ray
+role), so no secret travels with the job.
 The job's log is streamed here; Ctrl-C leaves the job running and says how to follow or stop it."""
 
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import logging
 import os
 import shlex
 import shutil
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-from core.errors import UserError
+from core.errors import UserError, root_cause
 from core.paths import REPO_ROOT
 from core.state import Endpoints
 
-# What stays home: environments, state, outputs, caches. (.gitignore is not used, so that a
-# git-ignored data file in the repository travels too.)
+# Folders a DATA=/MODEL=/SPACE= path may not be in: environments, state, outputs, caches.
 EXCLUDES = [
     ".git",
     ".venv",
@@ -36,6 +41,10 @@ EXCLUDES = [
     ".pytest_cache",
     ".ruff_cache",
 ]
+# Names that look like credentials: a job's files are readable by every holder of the cluster's
+# token, so these never travel (nor anything in a folder holding a stack.json: a state folder).
+CREDENTIALS = ("clouds.yaml", "*-openrc.sh", "*.pem", ".env", "id_rsa*", "*.key")
+UPLOAD_LIMIT_MIB = 100
 # Settings that name files: they must be inside the repository to travel with the job.
 PATH_SETTINGS = ("data", "model")
 FINAL = ("SUCCEEDED", "FAILED", "STOPPED")
@@ -82,52 +91,132 @@ def carried(value: str, what: str) -> str:
     return str(path.relative_to(REPO_ROOT))
 
 
-def _job(command: str, settings: dict, cloud: str, space_file: str) -> tuple[str, str, dict]:
-    """The job's id, entrypoint and environment (never a secret: the nodes hold those)."""
+def upload_files(carried_paths: list[str], root: Path | None = None) -> list[str]:
+    """What a job sends, relative to `root`: what git tracks plus untracked files it does not
+    ignore, plus the carried DATA=/MODEL=/SPACE= paths (git may ignore those)."""
+    root = root or REPO_ROOT
+    try:
+        listed = subprocess.run(
+            ["git", "-C", str(root), "ls-files", "--cached", "--others", "--exclude-standard",
+             "-z"],
+            capture_output=True, check=True,
+        ).stdout.decode()  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        raise UserError(
+            f"{root} is not a git checkout (or git is missing): a job sends what git tracks; "
+            "clone the repository with git"
+        ) from None
+    files = {name for name in listed.split("\0") if name and (root / name).is_file()}
+    for value in carried_paths:
+        path = root / value
+        inside = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+        files.update(str(p.relative_to(root)) for p in inside)
+    return sorted(files)
+
+
+def check_upload(files: list[str], root: Path | None = None) -> int:
+    """Refuse credentials and an upload over the limit (one line, nothing sent); its size."""
+    root = root or REPO_ROOT
+    state_folders = {
+        str(p.parent.relative_to(root)) for f in files if (p := root / f).name == "stack.json"
+    }
+    for name in files:
+        parts = Path(name).parts
+        under_state = any(str(Path(*parts[:i])) in state_folders for i in range(1, len(parts)))
+        if under_state or any(fnmatch.fnmatch(parts[-1], pattern) for pattern in CREDENTIALS):
+            raise UserError(
+                f"{name} looks like credentials, which a job never sends (the cluster shows a "
+                "job's files to every token holder); move it out of the repository or add it "
+                "to .gitignore, then run this again (nothing was sent)"
+            )
+    sizes = {name: (root / name).stat().st_size for name in files}
+    total = sum(sizes.values())
+    if total > UPLOAD_LIMIT_MIB * 2**20:
+        largest = sorted(sizes, key=sizes.get, reverse=True)[:3]
+        biggest = ", ".join(f"{n} ({sizes[n] / 2**20:.0f} MiB)" for n in largest)
+        raise UserError(
+            f"the job's upload would be {total / 2**20:.0f} MiB, over the {UPLOAD_LIMIT_MIB} MiB "
+            f"limit; largest: {biggest}; put big data in the object store (s3://...) or "
+            "git-ignore it (nothing was sent)"
+        )
+    return total
+
+
+def stage(files: list[str], folder: Path, root: Path | None = None) -> None:
+    """Copy `files` into `folder`: Ray uploads exactly that folder, nothing else."""
+    root = root or REPO_ROOT
+    for name in files:
+        target = folder / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(root / name, target)
+
+
+def _job(
+    command: str, settings: dict, cloud: str, space_file: str
+) -> tuple[str, str, dict, list[str]]:
+    """The job's id, entrypoint, environment (never a secret: the nodes hold those) and the
+    files it sends."""
     from training.environment import worker_environment
     from training.settings import job_variables
     from training.tracking import git_commit
 
-    args = [command]
+    args, carried_paths = [command], []
     for key, value in settings.items():
         if key in PATH_SETTINGS and value:
             value = carried(str(value), key.upper())
+            if (REPO_ROOT / value).exists():
+                carried_paths.append(value)
         args.append(f"{key}={value}")
     env = {k: os.environ[k] for k in job_variables() if os.environ.get(k)}
     if space_file:
         env["SPACE"] = carried(space_file, "SPACE")
+        carried_paths.append(env["SPACE"])
     job_id = f"{command}-{settings.get('task', 'classify')}-{time.strftime('%Y%m%d-%H%M%S')}"
     env.update(worker_environment())
     env.update(TRAINING_GIT_COMMIT=git_commit(), TRAINING_JOB_ID=job_id, STACK_CLOUD=cloud)
-    return job_id, "python -m training " + shlex.join(args), env
+    files = upload_files(carried_paths)
+    check_upload(files)
+    return job_id, "python -m training " + shlex.join(args), env, files
 
 
 def show(
     command: str, settings: dict, cloud: str, endpoints: Endpoints, space_file: str = ""
 ) -> None:
     """DRY_RUN=1 with a stack up: what would be submitted, without contacting the cluster."""
-    job_id, entrypoint, env = _job(command, settings, cloud, space_file)
+    job_id, entrypoint, env, files = _job(command, settings, cloud, space_file)
+    size = sum((REPO_ROOT / name).stat().st_size for name in files) / 2**20
     print(f"dry run: `make {command}` would submit job {job_id} (nothing sent)")
     print(f"  cluster      the {cloud} stack's Ray Jobs API at {endpoints.ray_address}")
     print(f"  entrypoint   {entrypoint}")
-    print(f"  carries      the working tree {REPO_ROOT} and {', '.join(sorted(env))}")
+    print(
+        f"  sends        {len(files)} files, {size:.1f} MiB of {UPLOAD_LIMIT_MIB} MiB (what git "
+        "tracks or does not ignore, and the DATA/MODEL/SPACE files)"
+    )
+    print(f"  environment  {', '.join(sorted(env))}")
     print("  run records, checkpoints and what would be resumed are the stack's own")
 
 
 def submit(command: str, settings: dict, cloud: str, endpoints, space_file: str = "") -> int:
     """Run `python -m training <command>` on the stack; returns its exit code."""
-    job_id, entrypoint, env = _job(command, settings, cloud, space_file)
+    job_id, entrypoint, env, files = _job(command, settings, cloud, space_file)
     jobs = client(endpoints)
+    # The staged folder holds exactly the files to send: no .gitignore of Ray's own on top.
     os.environ["RAY_RUNTIME_ENV_IGNORE_GITIGNORE"] = "1"
-    jobs.submit_job(
-        entrypoint=entrypoint,
-        submission_id=job_id,
-        runtime_env={"working_dir": str(REPO_ROOT), "excludes": EXCLUDES, "env_vars": env},
-    )
+    with tempfile.TemporaryDirectory(prefix=f"{job_id}-") as staged:
+        stage(files, Path(staged))
+        jobs.submit_job(
+            entrypoint=entrypoint,
+            submission_id=job_id,
+            runtime_env=runtime_env(Path(staged), env),
+        )
     code = follow(job_id, endpoints, submitted=True)
     if code == 0 and command in REPORTS:
         fetch_report(command, job_id, endpoints)
     return code
+
+
+def runtime_env(working_dir: Path, env: dict) -> dict:
+    return {"working_dir": str(working_dir), "env_vars": env}
 
 
 def follow(job_id: str, endpoints: Endpoints, submitted: bool = False) -> int:
@@ -151,6 +240,15 @@ def follow(job_id: str, endpoints: Endpoints, submitted: bool = False) -> int:
             file=sys.stderr,
         )
         return 130
+    except UserError:
+        raise
+    except Exception as exc:  # the head gone: refused connections, a closed websocket, ...
+        raise UserError(
+            f"lost the stack's Ray head at {endpoints.ray_address} while following job "
+            f"{job_id} ({root_cause(exc)}); `make status` shows the services, `make up` "
+            "repairs them, then `make train ... RESUME=1` continues the run from its last "
+            "checkpoint"
+        ) from None
     if status == "SUCCEEDED":
         return 0
     if last_error:

@@ -199,6 +199,13 @@ def run(p: RunPlan) -> dict:
             raise stopped() from None
         if not isinstance(exc, Exception):
             raise
+        if (cause := root_cause(exc)).find(tracking.TrackingUnreachable.MARK) >= 0:
+            # MLflow is gone: the run cannot be marked; its checkpoint holds what MLflow missed.
+            what = cause[cause.find(tracking.TrackingUnreachable.MARK) :]
+            raise UserError(
+                f"{what}; when MLflow answers again, continue with "
+                f"`make train TASK={task.name} RUN_NAME={p.run_name}` (or RESUME=1)"
+            ) from None
         tracker.finish(run_id, "FAILED")
         raise UserError(
             f"training failed: {root_cause(exc)}; checkpoints are kept, fix the "

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from core.errors import UserError
+from core.flags import flag
 
 
 @dataclass(frozen=True)
@@ -115,12 +116,7 @@ def _values(variables: tuple[Variable, ...], environ) -> dict[str, str]:
 
 
 def dry_run(environ=None) -> bool:
-    raw = (os.environ if environ is None else environ).get("DRY_RUN", "").strip().lower()
-    if raw in ("", "0", "no", "false", "off"):
-        return False
-    if raw in ("1", "yes", "true", "on"):
-        return True
-    raise UserError(f"DRY_RUN must be 1 or 0 (yes/no, true/false), got {raw!r}")
+    return flag("DRY_RUN", environ)
 
 
 def job_variables() -> tuple[str, ...]:

@@ -184,6 +184,33 @@ def dataset(frame, name: str, targets: str, digest: str, context: str):
     )
 
 
+# How long a flush keeps trying an unreachable MLflow before the run stops at its checkpoint
+# (the points it could not write stay in that checkpoint; RESUME=1 writes them).
+RETRY_WINDOW_S = float(os.environ.get("TRACKING_RETRY_S") or 60)
+RETRY_PAUSE_S = 2.0
+
+
+class TrackingUnreachable(Exception):
+    """MLflow did not answer within the retry window; the run stopped at a checkpoint."""
+
+    MARK = "MLflow did not answer"
+
+
+class _OneTry:
+    """MLflow's client without its own retries (minutes of backoff per call when the server
+    is gone): the flush's retry window bounds the wait instead."""
+
+    def __enter__(self) -> None:
+        self.saved = os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES")
+        os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+
+    def __exit__(self, *exc) -> None:
+        if self.saved is None:
+            os.environ.pop("MLFLOW_HTTP_REQUEST_MAX_RETRIES", None)
+        else:
+            os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = self.saved
+
+
 class MetricBuffer:
     """Rank 0's metric points since the last checkpoint."""
 
@@ -202,10 +229,28 @@ class MetricBuffer:
         stamp = int(time.time() * 1000)
         self.pending.extend((key, float(value), stamp, step) for key, value in metrics.items())
 
-    def flush(self) -> None:
-        """Write pending points that MLflow does not hold yet (safe to call again)."""
+    def flush(self, window_s: float | None = None) -> None:
+        """Write pending points that MLflow does not hold yet (safe to call again), retrying
+        an unreachable MLflow for `window_s`; then TrackingUnreachable (the points are kept)."""
         if not self.pending:
             return
+        window_s = RETRY_WINDOW_S if window_s is None else window_s
+        deadline = time.monotonic() + window_s
+        while True:
+            try:
+                with _OneTry():
+                    return self._write()
+            except Exception as exc:  # connection refused, timeouts, 5xx: all "not answering"
+                if time.monotonic() + RETRY_PAUSE_S > deadline:
+                    step = max(p[3] for p in self.pending)
+                    raise TrackingUnreachable(
+                        f"{TrackingUnreachable.MARK} for {window_s:.0f} s at "
+                        f"{self.tracker.uri} ({type(exc).__name__}); stopped at the checkpoint "
+                        f"of step {step}"
+                    ) from None
+                time.sleep(RETRY_PAUSE_S)
+
+    def _write(self) -> None:
         from mlflow.entities import Metric
 
         mlflow_client = self.tracker.client

@@ -33,14 +33,14 @@ TOOLS = {
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 
 
-def run(command: str, stack: Stack) -> int:
+def run(command: str, stack: Stack, purge: bool) -> int:
     """The stack CLI's command for CLOUD=sim."""
     if command == "up":
         up(stack)
     elif command == "status":
         status(stack)
     elif command == "down":
-        down(stack, purge=os.environ.get("PURGE", "") not in ("", "0"))
+        down(stack, purge=purge)
     else:
         raise UserError(f"`make {command}` is not available on CLOUD=sim yet")
     return 0
@@ -97,7 +97,7 @@ def down(stack: Stack, purge: bool = False) -> None:
     _need_root()
     tear_down(stack, cluster, purge=purge)
     if purge:
-        shutil.rmtree(stack.folder)
+        stack.remove_folder()
         console.print(f"sim stack [bold]{stack.name}[/] is down and its hosts' data deleted")
         return
     sim_cluster.save(stack, cluster)

@@ -19,7 +19,7 @@ CREDENTIAL_ID = "0d1c5b7e9a2f4c6e8b0a1d3f5e7c9b2a"
 SECRET = "standin-secret-Zq81vXk0"  # must never show up in output, files or child envs
 KNOBS = (
     "CLOUD", "STACK_NAME", "SITE", "GPU_FLAVOR", "NODE_TYPE", "GPU_NODES", "LEASE_HOURS",
-    "SSH_ALLOWED_CIDR", "ALLOW_SSH_FROM_ANYWHERE", "HOURS", "DRY_RUN", "PURGE",
+    "SSH_ALLOWED_CIDR", "ALLOW_SSH_FROM_ANYWHERE", "HOURS", "DRY_RUN", "PURGE", "CONFIRM",
     "LEASE_TIMEOUT", "SSH_TIMEOUT", "TERRAFORM", "ANSIBLE_VENV", "STACK_DIR",
 )  # fmt: skip
 

@@ -278,7 +278,7 @@ def test_down_lists_what_is_left_with_the_command_to_remove_it(standin, home, tm
     standin.servers.append({"id": "9f1d2c3b-0000-4000-8000-000000000002",
                             "name": "chameleonic", "status": "ACTIVE"})  # fmt: skip
 
-    down = stack_cli(home, state, "down", **settings, PURGE="1")
+    down = stack_cli(home, state, "down", **settings, PURGE="1", CONFIRM="chameleon")
     assert down.returncode == 0, down.stdout + down.stderr
     assert "still at KVM@TACC under the name chameleon" in down.stdout
     assert ("server chameleon-gpu-1 (9f1d2c3b-0000-4000-8000-000000000001): openstack "

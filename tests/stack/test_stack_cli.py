@@ -284,7 +284,7 @@ def test_up_again_brings_back_the_earlier_run(stack_dir, trained):
 def test_down_purge_backs_up_then_deletes_the_data(stack_dir):
     artifacts = Path(endpoints(stack_dir)["mlflow_artifact_location"])
     checkpoints = Path(endpoints(stack_dir)["checkpoint_storage"])
-    proc = make(stack_dir, "down", "PURGE=1")
+    proc = make(stack_dir, "down", "PURGE=1", "CONFIRM=local")
     assert proc.returncode == 0, tail(proc)
     (backup,) = (stack_dir / "backups" / "local").iterdir()
     names = {p.name for p in backup.iterdir()}

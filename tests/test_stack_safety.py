@@ -1,0 +1,233 @@
+"""What `make down PURGE=1`, STACK_DIR and two commands at once may never do: delete what the
+user did not confirm, adopt a folder the stack did not make, run two commands on one stack.
+
+Ansible is a stand-in here (a script in place of `ansible-playbook` that records what it was
+asked and, for backup.yml, writes a backup folder): these tests are about the CLI's decisions,
+and the real playbooks are exercised in tests/stack/. The CLI runs in a network namespace of
+its own (`unshare -n`), so other programs on this machine's ports do not look like the stack's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, cli_env
+
+STANDIN = """#!/bin/sh
+# Stand-in for ansible-playbook: records its arguments; backup.yml writes a backup folder.
+echo "$@" >> "$STANDIN_LOG"
+case "$*" in
+  *backup.yml*) dir=$(echo "$*" | sed 's/.*"stack_backup_dir": "\\([^"]*\\)".*/\\1/')
+                dir="$dir/20260101-000000"
+                mkdir -p "$dir" && echo dump > "$dir/tracking.dump";;
+  *site.yml*) sleep "${STANDIN_SLEEP:-0}";;
+esac
+echo "localhost : ok=1    changed=0    unreachable=0    failed=0"
+"""
+
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("unshare") is None,
+    reason="runs the CLI as root in a network namespace of its own",
+)
+
+
+@pytest.fixture
+def standin(tmp_path: Path) -> dict[str, str]:
+    venv = tmp_path / "ansible-standin"
+    (venv / "bin").mkdir(parents=True)
+    script = venv / "bin" / "ansible-playbook"
+    script.write_text(STANDIN)
+    script.chmod(0o755)
+    return {"ANSIBLE_VENV": str(venv), "STANDIN_LOG": str(tmp_path / "ansible.log")}
+
+
+def stack_cmd(state_dir: Path, command: str, settings: dict) -> list:
+    return ["unshare", "-n", sys.executable, "-m", "stack", command]
+
+
+def run_stack(state_dir: Path, command: str, **settings: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        stack_cmd(state_dir, command, settings),
+        cwd=REPO,
+        env=cli_env(state_dir, **settings),
+        text=True,
+        capture_output=True,
+        stdin=subprocess.DEVNULL,
+        timeout=120,
+    )
+
+
+def refused(proc: subprocess.CompletedProcess) -> str:
+    """The one error line a refused command ends with (no traceback, exit 2)."""
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ")
+    return last
+
+
+def make_stack(state_dir: Path, state: str = "up") -> Path:
+    """A stack folder as `make up` leaves it (the marker, the record, secrets, logs)."""
+    folder = state_dir / "local"
+    (folder / "secrets").mkdir(parents=True)
+    (state_dir / ".chameleon-mlops-state").touch()
+    (folder / ".chameleon-mlops-state").touch()
+    (folder / "stack.json").write_text(json.dumps({"name": "local", "cloud": "local",
+                                                   "state": state}))  # fmt: skip
+    (folder / "secrets" / "mlflow_admin_password").write_text("x")
+    (folder / "logs").mkdir()
+    return folder
+
+
+def snapshot(root: Path) -> dict[str, tuple]:
+    return {
+        str(p.relative_to(root)): (p.stat().st_mode, p.is_symlink())
+        for p in [root, *root.rglob("*")]
+    }
+
+
+def asked(standin: dict) -> str:
+    log = Path(standin["STANDIN_LOG"])
+    return log.read_text() if log.exists() else ""
+
+
+# --- PURGE, CONFIRM --------------------------------------------------------------------------
+@pytest.mark.parametrize("value", ["false", "no", "0"])
+def test_purge_false_deletes_nothing(tmp_path, standin, value):
+    state_dir = tmp_path / "state"
+    folder = make_stack(state_dir)
+    proc = run_stack(state_dir, "down", PURGE=value, **standin)
+    assert proc.returncode == 0, proc.stderr
+    assert "its data is kept" in proc.stdout
+    assert '"stack_purge": false' in asked(standin)
+    assert "backup.yml" not in asked(standin)
+    assert (folder / "secrets" / "mlflow_admin_password").read_text() == "x"
+
+
+@pytest.mark.parametrize("value", ["maybe", "y", "on", "2"])
+def test_purge_takes_only_yes_or_no(tmp_path, standin, value):
+    state_dir = tmp_path / "state"
+    make_stack(state_dir)
+    before = snapshot(state_dir)
+    proc = run_stack(state_dir, "down", PURGE=value, CONFIRM="local", **standin)
+    line = refused(proc)
+    assert f"PURGE must be 1 or 0 (yes/no, true/false), got '{value}'" in line
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert asked(standin) == "" and snapshot(state_dir) == before
+
+
+@pytest.mark.parametrize("confirm", [None, "other"])
+def test_purge_without_confirmation_lists_and_deletes_nothing(tmp_path, standin, confirm):
+    state_dir = tmp_path / "state"
+    make_stack(state_dir)
+    before = snapshot(state_dir)
+    extra = {"CONFIRM": confirm} if confirm else {}
+    proc = run_stack(state_dir, "down", PURGE="1", **extra, **standin)
+    line = refused(proc)
+    assert "nothing was deleted; confirm with CONFIRM=local" in line
+    for item in ("databases", "buckets", "checkpoints", "run records", "secrets", "state folder"):
+        assert item in proc.stderr
+    assert asked(standin) == "" and snapshot(state_dir) == before
+
+
+def test_confirmed_purge_backs_up_and_deletes_only_what_the_stack_wrote(tmp_path, standin):
+    state_dir = tmp_path / "state"
+    folder = make_stack(state_dir)
+    (folder / "notes.txt").write_text("mine")
+    proc = run_stack(state_dir, "down", PURGE="yes", CONFIRM="local", **standin)
+    assert proc.returncode == 0, proc.stderr
+    assert "backup.yml" in asked(standin) and '"stack_purge": true' in asked(standin)
+    assert (state_dir / "backups" / "local" / "20260101-000000" / "tracking.dump").exists()
+    assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"]
+    assert "what the stack did not write there: notes.txt" in proc.stdout
+
+
+# --- the state folder ------------------------------------------------------------------------
+def usr_like(root: Path) -> Path:
+    for sub in ("bin", "lib", "share", "local/bin", "local/lib"):
+        (root / sub).mkdir(parents=True)
+    (root / "bin" / "tool").write_text("#!/bin/sh\n")
+    (root / "local" / "bin" / "mine").write_text("#!/bin/sh\n")
+    return root
+
+
+@pytest.mark.parametrize(
+    ("command", "settings"),
+    [("up", {}), ("down", {}), ("down", {"PURGE": "1", "CONFIRM": "local"}), ("backup", {})],
+)
+def test_a_folder_the_stack_did_not_make_is_refused(tmp_path, standin, command, settings):
+    usr = usr_like(tmp_path / "usr")
+    before = snapshot(usr)
+    line = refused(run_stack(usr, command, STACK_NAME="local", **settings, **standin))
+    assert "which the stack did not make; point STACK_DIR at a new or empty folder" in line
+    assert snapshot(usr) == before and asked(standin) == ""
+
+
+def test_an_unmarked_stack_folder_is_refused(tmp_path, standin):
+    state_dir = tmp_path / "state"
+    (state_dir / "local" / "bin").mkdir(parents=True)
+    (state_dir / ".chameleon-mlops-state").touch()
+    before = snapshot(state_dir)
+    line = refused(run_stack(state_dir, "up", **standin))
+    assert "exists but the stack did not make it" in line
+    assert snapshot(state_dir) == before and asked(standin) == ""
+
+
+@pytest.mark.parametrize("which", ["STACK_DIR", "stack folder"])
+def test_a_symlinked_state_folder_is_refused(tmp_path, standin, which):
+    real = tmp_path / "real"
+    make_stack(real)
+    if which == "STACK_DIR":
+        (tmp_path / "link").symlink_to(real)
+        state_dir = tmp_path / "link"
+    else:
+        state_dir = tmp_path / "state"
+        state_dir.mkdir()
+        (state_dir / ".chameleon-mlops-state").touch()
+        (state_dir / "local").symlink_to(real / "local")
+    before = snapshot(real)
+    for command, settings in [("up", {}), ("down", {"PURGE": "1", "CONFIRM": "local"})]:
+        line = refused(run_stack(state_dir, command, **settings, **standin))
+        assert "is a symlink" in line
+    assert snapshot(real) == before and asked(standin) == ""
+
+
+# --- one command at a time -------------------------------------------------------------------
+def test_a_second_command_is_refused_while_one_runs_and_a_dead_ones_lock_is_taken_over(
+    tmp_path, standin
+):
+    state_dir = tmp_path / "state"
+    make_stack(state_dir, state="starting")  # an earlier `up` of this stack: its ports are ours
+    first = subprocess.Popen(
+        stack_cmd(state_dir, "up", {}),
+        cwd=REPO,
+        env=cli_env(state_dir, STANDIN_SLEEP="600", **standin),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        log = Path(standin["STANDIN_LOG"])
+        while "site.yml" not in (log.read_text() if log.exists() else ""):
+            assert first.poll() is None, "the first `make up` ended early"
+            time.sleep(0.2)
+        holder = json.loads((state_dir / "local" / "lock").read_text())
+        for command in ("up", "down", "backup"):
+            line = refused(run_stack(state_dir, command, **standin))
+            assert f"`make up (local)` (PID {holder['pid']}) is running on this stack" in line
+        assert asked(standin).count("site.yml") == 1  # the second never reached Ansible
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    proc = run_stack(state_dir, "backup", **standin)
+    assert f"taking over the lock of `make up (local)` (PID {holder['pid']}, no longer running)" \
+        in proc.stderr  # fmt: skip

@@ -1,0 +1,99 @@
+"""What a stack job sends: what git tracks or does not ignore (plus the DATA=/MODEL= files
+named, even git-ignored ones), never credentials, never HF_TOKEN in its runtime environment,
+and not more than the upload limit. The Ray client is a stand-in that records what
+`submit_job` was given and which files the staged working dir held: no cluster needed."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from core.errors import UserError
+from training import jobs
+
+
+class StandInJobs:
+    """Stands in for ray.job_submission.JobSubmissionClient: records each submission."""
+
+    def __init__(self) -> None:
+        self.submitted: list[dict] = []
+
+    def submit_job(self, entrypoint: str, submission_id: str, runtime_env: dict) -> str:
+        folder = Path(runtime_env["working_dir"])
+        files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+        self.submitted.append({"runtime_env": runtime_env, "files": files, "entry": entrypoint})
+        return submission_id
+
+
+@pytest.fixture
+def repo(tmp_path, monkeypatch) -> Path:
+    """A git checkout standing in for the repository: tracked code, an ignored file."""
+    root = (tmp_path / "repo").resolve()
+    (root / "training").mkdir(parents=True)
+    (root / "training" / "code.py").write_text("print('hi')\n")
+    (root / ".gitignore").write_text("big/\nsecret-notes.txt\n")
+    (root / "secret-notes.txt").write_text("do not send\n")
+    (root / "big").mkdir()
+    (root / "big" / "data.csv").write_text("text,label\nok,1\n")
+    git = ["git", "-C", str(root), "-c", "user.email=t@t", "-c", "user.name=t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "init"], check=True)
+    (root / "notes.md").write_text("untracked, not ignored\n")
+    monkeypatch.setattr(jobs, "REPO_ROOT", root)
+    monkeypatch.chdir(root)
+    return root
+
+
+@pytest.fixture
+def cluster(monkeypatch) -> StandInJobs:
+    standin = StandInJobs()
+    monkeypatch.setattr(jobs, "client", lambda endpoints: standin)
+    monkeypatch.setattr(jobs, "follow", lambda *a, **k: 0)
+    return standin
+
+
+def test_sends_tracked_and_unignored_files_and_the_named_data(repo, cluster, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_secret_value")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    code = jobs.submit("train", {"task": "classify", "data": "big/data.csv"}, "local", None)
+    assert code == 0
+    (sent,) = cluster.submitted
+    assert sent["files"] == [".gitignore", "big/data.csv", "notes.md", "training/code.py"]
+    assert "secret-notes.txt" not in sent["files"]  # git ignores it
+    env = sent["runtime_env"]["env_vars"]
+    assert "HF_TOKEN" not in env and "hf_secret_value" not in repr(sent)
+    assert env["HF_HUB_OFFLINE"] == "1"  # a setting, not a secret: it still travels
+    assert "excludes" not in sent["runtime_env"]
+    assert not Path(sent["runtime_env"]["working_dir"]).exists()  # the staged copy is gone
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["clouds.yaml", "conf/CHI-123-openrc.sh", "ssh/id_rsa", "tls/server.pem", ".env", "a.key",
+     "old-state/local/secrets/token"],
+)  # fmt: skip
+def test_credentials_are_refused_and_nothing_is_sent(repo, cluster, name):
+    path = repo / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("secret\n")
+    if name.startswith("old-state"):
+        (repo / "old-state" / "local" / "stack.json").write_text("{}")
+    with pytest.raises(UserError) as refused:
+        jobs.submit("train", {"task": "classify"}, "local", None)
+    message = str(refused.value)
+    assert "looks like credentials" in message and "nothing was sent" in message
+    assert "\n" not in message
+    assert cluster.submitted == []
+
+
+def test_an_upload_over_the_limit_names_its_size_and_largest_files(repo, cluster, monkeypatch):
+    monkeypatch.setattr(jobs, "UPLOAD_LIMIT_MIB", 1)
+    (repo / "weights.bin").write_bytes(b"\0" * (3 * 2**20))
+    with pytest.raises(UserError) as refused:
+        jobs.submit("train", {"task": "classify"}, "local", None)
+    message = str(refused.value)
+    assert "would be 3 MiB, over the 1 MiB limit; largest: weights.bin (3 MiB)" in message
+    assert cluster.submitted == []
