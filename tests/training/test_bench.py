@@ -144,8 +144,16 @@ def test_a_bench_cell_times_the_step_that_trains(tmp_path):
     """The same seed, config and steps give the same loss from a bench cell as from `make
     train`: the cell runs the training step itself, not a copy of it."""
     state = tmp_path / "state"
-    same = {"TASK": "classify", "PER_DEVICE_TRAIN_BATCH_SIZE": "8", "SEED": "7"}
-    trained = run_cli(state, "train", RUN_NAME="same", MAX_STEPS="4", LOGGING_STEPS="2", **same)
+    # A learning rate that moves the loss within a few steps, so that any difference in the
+    # step (schedule, clipping, accumulation, batches) shows in it.
+    same = {
+        "TASK": "classify",
+        "PER_DEVICE_TRAIN_BATCH_SIZE": "8",
+        "SEED": "7",
+        "LEARNING_RATE": "0.01",
+        "WARMUP_STEPS": "2",
+    }
+    trained = run_cli(state, "train", RUN_NAME="same", MAX_STEPS="8", LOGGING_STEPS="4", **same)
     assert trained.returncode == 0, trained.stdout[-3000:] + trained.stderr[-3000:]
     benched = run_cli(
         state,
@@ -154,8 +162,8 @@ def test_a_bench_cell_times_the_step_that_trains(tmp_path):
         BENCH_STRATEGIES="ddp",
         BENCH_WORKERS="1",
         BENCH_BATCH="8",
-        BENCH_WARMUP="2",
-        BENCH_STEPS="2",
+        BENCH_WARMUP="4",
+        BENCH_STEPS="4",
         **same,
     )
     assert benched.returncode == 0, benched.stdout[-3000:] + benched.stderr[-3000:]
@@ -166,6 +174,9 @@ def test_a_bench_cell_times_the_step_that_trains(tmp_path):
     history = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "train/loss")}
     [folder] = list((tmp_path / "reports" / "bench").iterdir())
     [cell] = json.loads((folder / "results.json").read_text())["rows"]
-    # train/loss at step 4 is the mean over steps 3-4: the cell's two timed steps after two
-    # warm-up steps, under the same learning-rate schedule.
-    assert cell["loss"] == pytest.approx(history[4], rel=1e-6)
+    # train/loss at step 8 is the mean over steps 5-8: the cell's four timed steps after four
+    # warm-up steps, under the same learning-rate schedule. Float tolerance: Adam amplifies the
+    # last-bit differences of CPU kernels over 8 steps to ~3e-4 here; a step that differs (no
+    # warm-up or decay, no clipping, other batches) moves the loss by far more.
+    assert history[8] < history[4] - 0.01  # the loss did move
+    assert cell["loss"] == pytest.approx(history[8], rel=1e-3)
