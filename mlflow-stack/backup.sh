@@ -35,7 +35,8 @@ dump "$MLFLOW_AUTH_DB" "$MLFLOW_AUTH_DB_USER" "$MLFLOW_AUTH_DB_PASSWORD" auth.du
 
 if [[ "$ARTIFACTS" == s3://* ]]; then
   # rclone's on-the-fly S3 remote; env_auth: the keys come from AWS_* (backup.env), never argv.
-  rclone copy --quiet ":s3,provider=Other,env_auth=true,no_check_bucket=true,endpoint='$S3_ENDPOINT_URL':${ARTIFACTS#s3://}" "$DEST/artifacts"
+  # rclone 1.60 (Debian 12) fails on an AWS_CA_BUNDLE in the environment: not needed here.
+  env -u AWS_CA_BUNDLE rclone copy --quiet ":s3,provider=Other,env_auth=true,no_check_bucket=true,endpoint='$S3_ENDPOINT_URL':${ARTIFACTS#s3://}" "$DEST/artifacts"
   tar -C "$DEST" -czf "$DEST/artifacts.tar.gz" artifacts && rm -rf "$DEST/artifacts"
 else
   tar -C "$ARTIFACTS" -czf "$DEST/artifacts.tar.gz" .

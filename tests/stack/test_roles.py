@@ -2,8 +2,9 @@
 
 The molecule scenarios run against this machine (default driver, managed: false, connection
 local): syntax, converge, idempotence (second converge changes nothing), verify (the service
-answers, the database accepts the generated login, ...). MinIO's scenario can only check that
-the role skips cleanly: no MinIO server binary can be obtained on these machines.
+answers, the database accepts the generated login, each S3 identity reaches only its buckets,
+...). SeaweedFS runs for real from the `weed` tools/seaweedfs/build.sh built from source; its
+download_failure scenario checks that a failed download stops the role with one message.
 """
 
 from __future__ import annotations
