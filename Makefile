@@ -24,7 +24,7 @@ $(ANSIBLE_READY): ansible/requirements.txt
 
 ansible-venv: $(ANSIBLE_READY) ## create the Ansible tooling environment (automatic too)
 
-up: $(READY) $(ANSIBLE_READY) ## configure the stack on CLOUD=local (MLflow, PostgreSQL, MinIO, Ray); re-run to repair
+up: $(READY) $(ANSIBLE_READY) ## configure the stack (CLOUD=local|sim|chameleon): PostgreSQL, SeaweedFS, MLflow, Ray; re-run to repair
 	$(PY) -m stack up
 
 status: $(READY) ## what is up, the health of each service, URLs and logins

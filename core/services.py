@@ -44,7 +44,13 @@ SERVICES = {
             "postgresql_supervisor_program",
             "postgresql@{postgresql_version}-{postgresql_cluster}",
         ),
-        Service("minio", "MinIO", (), "minio_service_name"),
+        Service(
+            "seaweedfs",
+            "SeaweedFS",
+            (("seaweedfs_s3_port", "SeaweedFS S3 API"),),
+            "seaweedfs_service_name",
+        ),
+        Service("object_store_check", "object storage"),
         Service("mlflow", "MLflow", (("mlflow_port", "MLflow"),), "mlflow_service_name"),
         Service(
             "ray",

@@ -59,11 +59,15 @@ class Endpoints:
     ray_auth_token_file: str
     checkpoint_storage: str = ""
     mlflow_artifact_location: str = ""
+    object_store: str = ""  # "seaweedfs" (the stack's own) or "external" (S3_ENDPOINT=)
     s3_endpoint: str | None = None
+    s3_buckets: dict = field(default_factory=dict)  # artifacts, checkpoints, datasets
     s3_access_key_id: str | None = None
     s3_secret_key_file: str | None = None
     datasets_storage: str | None = None
     postgresql_address: str = ""
+    mlflow_training_username: str = ""  # the jobs' own MLflow user (edit rights, not admin)
+    mlflow_training_password_file: str = ""
     service_logs: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)  # keys this version does not know yet
 

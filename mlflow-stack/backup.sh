@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Back up the MLflow tracking stack: both PostgreSQL databases (tracking store and auth store)
-# and the artifacts (a local directory or an s3:// prefix on MinIO) into a dated folder.
+# and the artifacts (a local directory or an s3:// prefix, copied with rclone) into a dated folder.
 #
 #   mlflow-stack/backup.sh [--env FILE] [DEST_ROOT]
 #
@@ -11,7 +11,6 @@ set -euo pipefail
 ENV_FILE=/etc/mlflow/backup.env
 if [[ "${1:-}" == "--env" ]]; then ENV_FILE=$2; shift 2; fi
 DEST_ROOT=${1:-/var/backups/mlflow}
-HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 if [[ ! -r "$ENV_FILE" ]]; then
   echo "backup.sh: cannot read $ENV_FILE (run as root on the services host, or pass --env FILE)" >&2
@@ -35,7 +34,9 @@ dump "$MLFLOW_DB" "$MLFLOW_DB_USER" "$MLFLOW_DB_PASSWORD" tracking.dump
 dump "$MLFLOW_AUTH_DB" "$MLFLOW_AUTH_DB_USER" "$MLFLOW_AUTH_DB_PASSWORD" auth.dump
 
 if [[ "$ARTIFACTS" == s3://* ]]; then
-  "$MLFLOW_PYTHON" "$HERE/s3_sync.py" download "$ARTIFACTS" "$DEST/artifacts" >/dev/null
+  # rclone's on-the-fly S3 remote; env_auth: the keys come from AWS_* (backup.env), never argv.
+  # rclone 1.60 (Debian 12) fails on an AWS_CA_BUNDLE in the environment: not needed here.
+  env -u AWS_CA_BUNDLE rclone copy --quiet ":s3,provider=Other,env_auth=true,no_check_bucket=true,endpoint='$S3_ENDPOINT_URL':${ARTIFACTS#s3://}" "$DEST/artifacts"
   tar -C "$DEST" -czf "$DEST/artifacts.tar.gz" artifacts && rm -rf "$DEST/artifacts"
 else
   tar -C "$ARTIFACTS" -czf "$DEST/artifacts.tar.gz" .

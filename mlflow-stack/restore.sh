@@ -9,7 +9,6 @@ set -euo pipefail
 ENV_FILE=/etc/mlflow/backup.env
 if [[ "${1:-}" == "--env" ]]; then ENV_FILE=$2; shift 2; fi
 SRC=${1:?usage: restore.sh [--env FILE] BACKUP_DIR}
-HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 if [[ ! -r "$ENV_FILE" ]]; then
   echo "restore.sh: cannot read $ENV_FILE (run as root on the services host, or pass --env FILE)" >&2
@@ -45,7 +44,7 @@ if [[ "$ARTIFACTS" == s3://* ]]; then
   WORK=$(mktemp -d)
   trap 'rm -rf "$WORK"' EXIT
   tar -C "$WORK" -xzf "$SRC/artifacts.tar.gz"
-  "$MLFLOW_PYTHON" "$HERE/s3_sync.py" upload "$WORK/artifacts" "$ARTIFACTS" >/dev/null
+  env -u AWS_CA_BUNDLE rclone copy --quiet "$WORK/artifacts" ":s3,provider=Other,env_auth=true,no_check_bucket=true,endpoint='$S3_ENDPOINT_URL':${ARTIFACTS#s3://}"
 else
   mkdir -p "$ARTIFACTS"
   tar -C "$ARTIFACTS" -xzf "$SRC/artifacts.tar.gz"

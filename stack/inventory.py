@@ -22,12 +22,32 @@ def write(stack: Stack) -> None:
     variables.update(yaml.safe_load((LOCAL_INVENTORY / "group_vars" / "all.yml").read_text()))
     variables["stack_state_dir"] = str(stack.folder)
     variables["ray_training_package_src"] = str(REPO_ROOT)
-    # Where the MinIO server binary comes from: a URL or a file on this machine.
-    if os.environ.get("MINIO_DOWNLOAD_URL"):
-        variables["minio_download_url"] = os.environ["MINIO_DOWNLOAD_URL"]
+    variables.update(_object_store_variables())
     text = "# Written by `make up` for stack " + stack.name + "; edits are overwritten.\n"
     text += yaml.safe_dump(inventory, sort_keys=False)
     tmp = stack.inventory.with_suffix(".tmp")
     tmp.write_text(text)
     os.chmod(tmp, 0o600)
     tmp.replace(stack.inventory)
+
+
+# Environment variable -> inventory variable of the object store (site.yml checks the values
+# before anything changes; keys themselves are read by Ansible, never written here).
+OBJECT_STORE_SETTINGS = {
+    "OBJECT_STORE": "stack_object_store",
+    "SEAWEEDFS_DOWNLOAD_URL": "seaweedfs_download_url",
+    "S3_ENDPOINT": "stack_s3_endpoint_url",
+    "S3_ACCESS_KEY_FILE": "stack_s3_access_key_file",
+    "S3_SECRET_KEY_FILE": "stack_s3_secret_key_file",
+}
+
+
+def _object_store_variables() -> dict[str, str]:
+    variables = {
+        name: os.environ[env] for env, name in OBJECT_STORE_SETTINGS.items() if os.environ.get(env)
+    }
+    if "stack_s3_endpoint_url" in variables and "stack_object_store" not in variables:
+        variables["stack_object_store"] = "external"
+    if os.environ.get("MINIO_DOWNLOAD_URL") and "stack_object_store" not in variables:
+        variables["stack_object_store"] = "minio"  # refused by site.yml with what to do instead
+    return variables

@@ -16,8 +16,8 @@ import pytest
 from stackenv import (
     ANSIBLE_DIR,
     ANSIBLE_VENV,
-    NO_MINIO,
     STACK_PROGRAMS,
+    WEED,
     run,
     supervisor_status,
     tail,
@@ -30,6 +30,8 @@ def stop_test_services():
     ran before the session); it runs once more at the end."""
     if os.geteuid() != 0:
         pytest.skip("stack tests configure this machine (apt, users, services): run them as root")
+    if not os.access(WEED, os.X_OK):
+        pytest.skip(f"no weed binary at {WEED}: bash tools/seaweedfs/build.sh builds it")
     if not (ANSIBLE_VENV / "bin" / "ansible-playbook").exists():
         pytest.skip(
             f"no Ansible venv at {ANSIBLE_VENV}: python3 -m venv .venv-ansible && "
@@ -64,7 +66,7 @@ def stack(tmp_path_factory) -> dict:
         "-e",
         f"stack_state_dir={state}",
         "-e",
-        f"minio_download_url={NO_MINIO}",
+        f"seaweedfs_download_url={WEED}",
     ]
     first = run(cmd)
     assert first.returncode == 0, tail(first)

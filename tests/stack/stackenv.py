@@ -12,10 +12,10 @@ ANSIBLE_DIR = REPO / "ansible"
 ROLES_DIR = ANSIBLE_DIR / "roles"
 ANSIBLE_VENV = Path(os.environ.get("ANSIBLE_VENV", REPO / ".venv-ansible"))
 # Programs the roles put under supervisor on this kind of host.
-STACK_PROGRAMS = ["mlflow", "ray-head", "ray-worker", "minio", "postgresql"]
-# No MinIO binary can be fetched here: point the role at a path that does not exist so it
-# skips cleanly instead of trying the network.
-NO_MINIO = "/nonexistent/minio-binary-not-available"
+STACK_PROGRAMS = ["mlflow", "ray-head", "ray-worker", "seaweedfs", "postgresql"]
+# No registry ships SeaweedFS: tools/seaweedfs/build.sh builds `weed` from source into this
+# cache (CI runs it first), and the seaweedfs role installs that file.
+WEED = os.environ.get("SEAWEEDFS_DOWNLOAD_URL") or "/var/cache/chameleon-mlops/bin/weed"
 
 
 def ansible_env() -> dict[str, str]:
@@ -28,6 +28,7 @@ def ansible_env() -> dict[str, str]:
     env["PY_COLORS"] = "0"
     env["PYTEST_ADDOPTS"] = "-p no:pytest-ansible"
     env.pop("STACK_STATE_DIR", None)
+    env["SEAWEEDFS_DOWNLOAD_URL"] = WEED
     return env
 
 

@@ -1,7 +1,8 @@
-"""mlflow-stack/backup.sh and restore.sh against the real PostgreSQL and MLflow of the stack.
+"""mlflow-stack/backup.sh and restore.sh against the real PostgreSQL, SeaweedFS and MLflow of
+the stack.
 
-A run created through MLflow's API (with a metric and an artifact) survives
-backup -> drop both databases and the artifacts -> restore.
+A run created through MLflow's API (with a metric and an artifact, stored in the artifacts
+bucket) survives backup -> drop both databases and delete the artifacts' objects -> restore.
 """
 
 from __future__ import annotations
@@ -66,6 +67,24 @@ def sh(*cmd: str) -> subprocess.CompletedProcess:
     return proc
 
 
+def delete_artifacts(stack) -> None:
+    import boto3
+
+    endpoints = stack["endpoints"]
+    bucket, prefix = endpoints["mlflow_artifact_location"].removeprefix("s3://").split("/", 1)
+    admin = (stack["state"] / "secrets" / "seaweedfs_admin_secret_key").read_text().strip()
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=endpoints["s3_endpoint"],
+        aws_access_key_id="stack-admin",
+        aws_secret_access_key=admin,
+        region_name="us-east-1",
+    )
+    for item in s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", []):
+        s3.delete_object(Bucket=bucket, Key=item["Key"])
+    assert s3.list_objects_v2(Bucket=bucket, Prefix=prefix)["KeyCount"] == 0
+
+
 def test_run_survives_backup_drop_restore(stack, tmp_path):
     mlflow = MLflow(stack["endpoints"], stack["state"])
     mlflow.wait_healthy()
@@ -93,13 +112,13 @@ def test_run_survives_backup_drop_restore(stack, tmp_path):
         "artifacts.tar.gz",
     }
 
-    # Lose everything: server stopped, both databases dropped, artifacts deleted.
-    artifacts_dir = Path(stack["endpoints"]["mlflow_artifact_location"])
+    # Lose everything: server stopped, both databases dropped, artifacts deleted (the objects
+    # of the artifacts bucket, with the object store's admin key).
     supervisorctl("stop", "mlflow")
     try:
         for db in ("mlflow", "mlflow_auth"):
             sh("runuser", "-u", "postgres", "--", "dropdb", "--if-exists", db)
-        sh("bash", "-c", f"rm -rf {artifacts_dir}/*")
+        delete_artifacts(stack)
         sh("bash", str(RESTORE), str(backup_dir))
     finally:
         supervisorctl("start", "mlflow")

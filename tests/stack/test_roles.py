@@ -2,19 +2,21 @@
 
 The molecule scenarios run against this machine (default driver, managed: false, connection
 local): syntax, converge, idempotence (second converge changes nothing), verify (the service
-answers, the database accepts the generated login, ...). MinIO's scenario can only check that
-the role skips cleanly: no MinIO server binary can be obtained on these machines.
+answers, the database accepts the generated login, each S3 identity reaches only its buckets,
+...). SeaweedFS runs for real from the `weed` tools/seaweedfs/build.sh built from source; its
+download_failure scenario checks that a failed download stops the role with one message.
 """
 
 from __future__ import annotations
 
 import re
 import stat
+from pathlib import Path
 
 import pytest
 from stackenv import ANSIBLE_DIR, ANSIBLE_VENV, ROLES_DIR, run, tail
 
-ROLES = ["common", "postgresql", "minio", "mlflow", "ray"]
+ROLES = ["common", "postgresql", "seaweedfs", "mlflow", "ray"]
 
 
 def test_ansible_lint_production_profile_passes():
@@ -32,6 +34,15 @@ def test_molecule_scenario(role):
     assert re.search(r"verify: Executed: Successful", proc.stdout + proc.stderr), tail(proc)
 
 
+def test_seaweedfs_download_failure_is_one_message():
+    proc = run(
+        [str(ANSIBLE_VENV / "bin" / "molecule"), "test", "-s", "download_failure"],
+        cwd=ROLES_DIR / "seaweedfs",
+    )
+    assert proc.returncode == 0, tail(proc, 80)
+    assert "The failure is the role's one message" in proc.stdout, tail(proc)
+
+
 def test_site_second_run_changes_nothing(stack):
     second = stack["second"]
     assert second.returncode == 0, tail(second)
@@ -45,12 +56,21 @@ def test_site_writes_private_endpoints_file(stack):
     assert stat.S_IMODE((state / "endpoints.json").stat().st_mode) == 0o600
     assert stat.S_IMODE((state / "secrets").stat().st_mode) == 0o700
     assert endpoints["mlflow_tracking_uri"] == "http://127.0.0.1:5000"
+    # Jobs log in as `training`, not the admin; the S3 keys are the training identity's.
     assert endpoints["mlflow_username"] == "admin"
+    assert endpoints["mlflow_training_username"] == "training"
     assert endpoints["ray_address"] == "http://127.0.0.1:8265"
-    # MinIO cannot run here: no S3 endpoint, checkpoints and artifacts on local disk.
-    assert endpoints["s3_endpoint"] is None
-    assert endpoints["checkpoint_storage"].startswith("/")
-    for key in ("mlflow_password_file", "ray_auth_token_file"):
+    assert endpoints["object_store"] == "seaweedfs"
+    assert endpoints["s3_endpoint"] == "http://127.0.0.1:8333"
+    assert endpoints["s3_access_key_id"] == "stack-training"
+    assert endpoints["checkpoint_storage"] == "s3://ray-checkpoints/checkpoints"
+    assert endpoints["mlflow_artifact_location"] == "s3://mlflow-artifacts/artifacts"
+    for key in (
+        "mlflow_password_file",
+        "mlflow_training_password_file",
+        "ray_auth_token_file",
+        "s3_secret_key_file",
+    ):
         path = state / "secrets" / endpoints[key].split("/")[-1]
         assert endpoints[key] == str(path)
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
@@ -61,3 +81,32 @@ def test_site_writes_private_endpoints_file(stack):
     # And never printed by the playbook.
     for secret in (state / "secrets").iterdir():
         assert secret.read_text().strip() not in stack["first"].stdout
+
+
+def test_ray_nodes_hold_only_the_training_credentials(stack):
+    """What every job inherits: the training MLflow user and S3 keys, no admin secret."""
+    environment = Path("/etc/ray/environment").read_text()
+    secrets = stack["state"] / "secrets"
+    for held in ("mlflow_training_password", "seaweedfs_training_secret_key"):
+        assert (secrets / held).read_text().strip() in environment, held
+    for kept_away in (
+        "mlflow_admin_password",
+        "seaweedfs_admin_secret_key",
+        "seaweedfs_mlflow_secret_key",
+    ):
+        assert (secrets / kept_away).read_text().strip() not in environment, kept_away
+    assert "AWS_ACCESS_KEY_ID=stack-training" in environment
+
+
+def test_site_object_store_gives_each_identity_its_buckets_only(stack):
+    proc = run(
+        [
+            str(ANSIBLE_VENV / "bin" / "python"),
+            str(ROLES_DIR / "seaweedfs" / "molecule" / "default" / "s3_access.py"),
+            stack["endpoints"]["s3_endpoint"],
+            "/etc/seaweedfs/s3.json",
+        ]
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "ok   training put refused on mlflow-artifacts" in proc.stdout
+    assert "ok   mlflow put refused on ray-checkpoints" in proc.stdout

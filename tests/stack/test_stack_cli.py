@@ -1,7 +1,10 @@
 """End to end on this machine, through make as a user types it:
 
-make up -> make up (no changes) -> make train TASK=classify (a Ray job on the stack) -> the run,
-its metrics and model on the stack's MLflow (REST, generated login; 401 without) -> make bench
+make up (SeaweedFS the object store) -> make up (no changes) -> make train TASK=classify (a Ray
+job on the stack) -> the run, its metrics and model on the stack's MLflow (REST, generated login;
+401 without), its checkpoints and model objects in their buckets, the job's environment without
+any admin secret, each S3 identity refused outside its buckets -> make backup holds the buckets
+-> make bench
 on the stack, its report copied back -> Ctrl-C leaves a job running, make cancel stops it ->
 make status names a stopped service, make up repairs it -> bad settings fail before submission
 -> make down (ports free, again harmless) -> make up refused while a port is taken -> make up
@@ -15,21 +18,23 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import signal
 import socket
 import stat
 import subprocess
+import tarfile
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
-from stackenv import NO_MINIO, REPO, tail
+from stackenv import REPO, WEED, tail
 
 from tests.conftest import SCRUBBED
 
-PORTS = [5432, 5000, 6379, 8265, 10001]
+PORTS = [5432, 5000, 6379, 8265, 10001, 8333]
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +45,7 @@ def stack_dir(tmp_path_factory, stop_test_services) -> Path:
 
 def make_env(stack_dir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in SCRUBBED}
-    env.update(STACK_DIR=str(stack_dir), MINIO_DOWNLOAD_URL=NO_MINIO, PYTHONUNBUFFERED="1")
+    env.update(STACK_DIR=str(stack_dir), SEAWEEDFS_DOWNLOAD_URL=WEED, PYTHONUNBUFFERED="1")
     return env
 
 
@@ -96,6 +101,24 @@ def classify_runs(stack_dir: Path, search_filter: str) -> list[dict]:
     status, body = mlflow(stack_dir, "runs/search", body=search)
     assert status == 200, status
     return body.get("runs", [])
+
+
+def s3(stack_dir: Path, identity: str):
+    """A boto3 client of the stack's object store with one identity's keys."""
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoints(stack_dir)["s3_endpoint"],
+        aws_access_key_id=f"stack-{identity}",
+        aws_secret_access_key=secret(stack_dir, f"seaweedfs_{identity}_secret_key"),
+        region_name="us-east-1",
+    )
+
+
+def objects(stack_dir: Path, bucket: str, prefix: str) -> list[str]:
+    listing = s3(stack_dir, "admin").list_objects_v2(Bucket=bucket, Prefix=prefix)
+    return [o["Key"] for o in listing.get("Contents", [])]
 
 
 def listening(port: int) -> bool:
@@ -166,9 +189,59 @@ def test_train_runs_as_a_ray_job_and_tracks_to_the_stack(stack_dir, trained):
     assert status == 200, body
     versions = body["registered_model"]["latest_versions"]
     assert any(v["run_id"] == run["info"]["run_id"] for v in versions), versions
-    # And its checkpoints are in the stack's storage.
-    storage = Path(endpoints(stack_dir)["checkpoint_storage"]) / run["info"]["run_name"]
-    assert any(storage.glob("checkpoint_*")), storage
+    # Its checkpoints are objects in the checkpoints bucket, its model in the artifacts bucket.
+    assert endpoints(stack_dir)["checkpoint_storage"] == "s3://ray-checkpoints/checkpoints"
+    saved = objects(stack_dir, "ray-checkpoints", f"checkpoints/{trained['name']}/")
+    assert any("/checkpoint_" in key for key in saved), saved
+    run_artifacts = objects(stack_dir, "mlflow-artifacts", "artifacts/")
+    assert any(key.endswith("MLmodel") for key in run_artifacts), run_artifacts[:20]
+
+
+def test_jobs_hold_no_admin_secret(stack_dir):
+    """Every job inherits the nodes' environment: the training login and keys only."""
+    environment = Path("/etc/ray/environment").read_text()
+    assert "MLFLOW_TRACKING_USERNAME=training" in environment
+    assert secret(stack_dir, "mlflow_admin_password") not in environment
+    assert secret(stack_dir, "seaweedfs_admin_secret_key") not in environment
+    assert secret(stack_dir, "seaweedfs_training_secret_key") in environment
+
+
+def test_each_identity_is_refused_outside_its_buckets(stack_dir):
+    from botocore.exceptions import ClientError
+
+    def refused(call, **kwargs) -> bool:
+        try:
+            call(**kwargs)
+        except ClientError as err:
+            return err.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+        return False
+
+    training, tracking = s3(stack_dir, "training"), s3(stack_dir, "mlflow")
+    assert refused(training.list_objects_v2, Bucket="mlflow-artifacts")
+    assert refused(training.put_object, Bucket="mlflow-artifacts", Key="x", Body=b"x")
+    assert refused(tracking.list_objects_v2, Bucket="ray-checkpoints")
+    assert refused(tracking.get_object, Bucket="ray-checkpoints", Key="checkpoints/x")
+    for client in (training, tracking):
+        assert refused(client.create_bucket, Bucket="not-allowed")
+        assert refused(client.delete_bucket, Bucket="datasets")
+    # While each may use its own.
+    assert tracking.list_objects_v2(Bucket="mlflow-artifacts")["KeyCount"] > 0
+    assert training.list_objects_v2(Bucket="ray-checkpoints")["KeyCount"] > 0
+
+
+def test_backup_holds_the_buckets_objects(stack_dir, trained):
+    proc = make(stack_dir, "backup")
+    assert proc.returncode == 0, tail(proc)
+    (backup,) = (stack_dir / "backups" / "local").iterdir()
+    names = {p.name for p in backup.iterdir()}
+    assert {"tracking.dump", "auth.dump", "artifacts.tar.gz"} <= names, names
+    assert {"bucket-ray-checkpoints.tar.gz", "bucket-datasets.tar.gz"} <= names, names
+    with tarfile.open(backup / "bucket-ray-checkpoints.tar.gz") as tar:
+        members = tar.getnames()
+    assert any(f"{trained['name']}/checkpoint_" in m for m in members), members[:20]
+    with tarfile.open(backup / "artifacts.tar.gz") as tar:
+        assert any(m.endswith("MLmodel") for m in tar.getnames())
+    shutil.rmtree(backup)  # the PURGE test below expects the one backup it makes
 
 
 def test_bench_runs_on_the_stack_and_its_report_comes_back(stack_dir, tmp_path):
@@ -282,15 +355,14 @@ def test_up_again_brings_back_the_earlier_run(stack_dir, trained):
 
 
 def test_down_purge_backs_up_then_deletes_the_data(stack_dir):
-    artifacts = Path(endpoints(stack_dir)["mlflow_artifact_location"])
-    checkpoints = Path(endpoints(stack_dir)["checkpoint_storage"])
     proc = make(stack_dir, "down", "PURGE=1", "CONFIRM=local")
     assert proc.returncode == 0, tail(proc)
     (backup,) = (stack_dir / "backups" / "local").iterdir()
     names = {p.name for p in backup.iterdir()}
     assert {"tracking.dump", "auth.dump", "artifacts.tar.gz"} <= names, names
+    assert {"bucket-ray-checkpoints.tar.gz", "bucket-datasets.tar.gz"} <= names, names
     assert not state(stack_dir).exists()
-    assert not artifacts.exists() and not checkpoints.exists()
+    assert not Path("/var/lib/seaweedfs").exists()  # the buckets
     assert not Path("/var/lib/postgresql/15/main").exists()  # the databases
     assert not Path("/etc/postgresql/15/main").exists()
     assert not [port for port in PORTS if listening(port)]

@@ -2,6 +2,15 @@
 // binary). The pin is SeaweedFS 4.53; upstream tags are not semver, so Go names the release's
 // commit by a pseudo-version. The replace line repeats upstream's own (go install refuses a
 // module whose go.mod has replace directives, so it is built from this module instead).
+// Is 7506e5f91cd6 the 4.53 tag? Not confirmed from upstream's tags: the only snapshot of
+// github.com/seaweedfs/seaweedfs reachable here ends on 2026-08-22 at tag 4.44, and the docs
+// index has no 4.53 release page, and the Go module proxy answers 403 to the query
+// `go list -m github.com/seaweedfs/seaweedfs@4.53` (it does not resolve tag names here). What
+// was checked: the module source at this commit (dated
+// 2026-11-09 by its pseudo-version) declares MAJOR_VERSION 4, MINOR_VERSION 53 in
+// weed/util/version/constants.go, and the built binary reports 4.53. Recheck against
+// `git ls-remote --tags https://github.com/seaweedfs/seaweedfs 4.53` where GitHub is reachable.
+// Built by tools/seaweedfs/build.sh.
 module chameleon-mlops/tools/seaweedfs
 
 go 1.26.6
