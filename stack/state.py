@@ -37,6 +37,7 @@ WRITTEN = (
     "hosts",
     "ssh-control",
     "terraform",
+    "wheels",  # the training package built for the Ray nodes (the ray role)
 )
 # What may sit in STACK_DIR besides stack folders (the embedded target's runs, the backups).
 ROOT_ENTRIES = ("embedded", "backups", MARKER)
