@@ -69,7 +69,7 @@ run "both_key_sources" {
 run "a_private_key_is_refused" {
   command = plan
   variables {
-    public_key = "-----BEGIN OPENSSH PRIVATE KEY-----"
+    public_key = "-----BEGIN PRIVATE KEY-----" # a private key (PKCS#8 header) is never a public one
   }
   expect_failures = [var.public_key]
 }
