@@ -69,8 +69,9 @@ def build_smoke(
     config = task.tiny_config(tokenizer) if size == "tiny" else task.seed_config(tokenizer)
     if task.kind == "classification":
         config.num_labels = len(labels)
-    if seq_len > getattr(config, "max_position_embeddings", seq_len):
-        config.max_position_embeddings = seq_len  # room for smoke_seq_len's long rows
+    # Room for smoke_seq_len's long rows; XLNet reports -1 (no limit) and refuses the setter.
+    if 0 < getattr(config, "max_position_embeddings", -1) < seq_len:
+        config.max_position_embeddings = seq_len
     torch.manual_seed(seed)
     model = task.model_class().from_config(config)
     folder.mkdir(parents=True, exist_ok=True)

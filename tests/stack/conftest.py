@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from pathlib import Path
 
 import pytest
 from stackenv import (
@@ -22,6 +23,24 @@ from stackenv import (
     supervisor_status,
     tail,
 )
+
+
+def pytest_collection_modifyitems(items):
+    """Molecule scenarios first, then the tests on the shared site.yml stack, then the make up
+    -> down end to end: each scenario reconverges this host with a state folder of its own (the
+    Ray environment file, the generated passwords), which would change the shared stack under
+    the tests that read it."""
+    here = Path(__file__).parent
+
+    def phase(item) -> int:
+        if item.path.name == "test_stack_cli.py":
+            return 2
+        return 1 if "stack" in getattr(item, "fixturenames", ()) else 0
+
+    slots = [i for i, item in enumerate(items) if here in item.path.parents]
+    ordered = sorted((items[i] for i in slots), key=phase)  # stable: file order within a phase
+    for i, item in zip(slots, ordered, strict=True):
+        items[i] = item
 
 
 @pytest.fixture(scope="session", autouse=True)
