@@ -69,6 +69,10 @@ class Endpoints:
     mlflow_training_username: str = ""  # the jobs' own MLflow user (edit rights, not admin)
     mlflow_training_password_file: str = ""
     service_logs: dict = field(default_factory=dict)
+    # Chameleon: the URLs above are the local ends of `make tunnel` ("make tunnel" here), and
+    # the services' own addresses, reachable only inside the stack, are kept under `private`.
+    reached_through: str = ""
+    private: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)  # keys this version does not know yet
 
     @classmethod
@@ -77,6 +81,11 @@ class Endpoints:
 
     def log(self, service: str) -> str:
         return self.service_logs.get(service, "")
+
+    def unreachable_hint(self) -> str:
+        if self.reached_through:
+            return f"open the tunnels with `{self.reached_through}` in another terminal"
+        return "`make status` shows the services"
 
 
 def _read(cls, path: Path):

@@ -73,9 +73,9 @@ def _submit(command: str, cfg, explicit: dict, target, dry: bool) -> int:
     validate(cfg)
     space = os.environ.get("SPACE", "")
     if dry:
-        jobs.show(command, explicit, target.cloud, target.stack, space)
+        jobs.show(command, explicit, target, space)
         return 0
-    return jobs.submit(command, explicit, target.cloud, target.stack, space)
+    return jobs.submit(command, explicit, target, space)
 
 
 def _user_layers(assignments: list[str]) -> list[dict]:

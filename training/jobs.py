@@ -25,6 +25,7 @@ from pathlib import Path
 from core.errors import UserError, root_cause
 from core.paths import REPO_ROOT
 from core.state import Endpoints
+from training.targets import Target
 
 # Folders a DATA=/MODEL=/SPACE= path may not be in: environments, state, outputs, caches.
 EXCLUDES = [
@@ -70,8 +71,8 @@ def client(endpoints: Endpoints):
         )
     except (ConnectionError, RuntimeError) as exc:
         raise UserError(
-            f"the stack's Ray cluster at {endpoints.ray_address} does not answer ({exc}); "
-            "`make status` shows the services"
+            f"the stack's Ray cluster at {endpoints.ray_address} does not answer "
+            f"({str(exc).splitlines()[0]}); {endpoints.unreachable_hint()}"
         ) from None
 
 
@@ -152,7 +153,7 @@ def stage(files: list[str], folder: Path, root: Path | None = None) -> None:
 
 
 def _job(
-    command: str, settings: dict, cloud: str, space_file: str
+    command: str, settings: dict, target: Target, space_file: str
 ) -> tuple[str, str, dict, list[str]]:
     """The job's id, entrypoint, environment (never a secret: the nodes hold those) and the
     files it sends."""
@@ -173,17 +174,17 @@ def _job(
         carried_paths.append(env["SPACE"])
     job_id = f"{command}-{settings.get('task', 'classify')}-{time.strftime('%Y%m%d-%H%M%S')}"
     env.update(worker_environment())
-    env.update(TRAINING_GIT_COMMIT=git_commit(), TRAINING_JOB_ID=job_id, STACK_CLOUD=cloud)
+    env.update(TRAINING_GIT_COMMIT=git_commit(), TRAINING_JOB_ID=job_id)
+    env.update(target.job_environment())
     files = upload_files(carried_paths)
     check_upload(files)
     return job_id, "python -m training " + shlex.join(args), env, files
 
 
-def show(
-    command: str, settings: dict, cloud: str, endpoints: Endpoints, space_file: str = ""
-) -> None:
+def show(command: str, settings: dict, target: Target, space_file: str = "") -> None:
     """DRY_RUN=1 with a stack up: what would be submitted, without contacting the cluster."""
-    job_id, entrypoint, env, files = _job(command, settings, cloud, space_file)
+    job_id, entrypoint, env, files = _job(command, settings, target, space_file)
+    cloud, endpoints = target.cloud, target.stack
     size = sum((REPO_ROOT / name).stat().st_size for name in files) / 2**20
     print(f"dry run: `make {command}` would submit job {job_id} (nothing sent)")
     print(f"  cluster      the {cloud} stack's Ray Jobs API at {endpoints.ray_address}")
@@ -196,9 +197,10 @@ def show(
     print("  run records, checkpoints and what would be resumed are the stack's own")
 
 
-def submit(command: str, settings: dict, cloud: str, endpoints, space_file: str = "") -> int:
-    """Run `python -m training <command>` on the stack; returns its exit code."""
-    job_id, entrypoint, env, files = _job(command, settings, cloud, space_file)
+def submit(command: str, settings: dict, target: Target, space_file: str = "") -> int:
+    """Run `python -m training <command>` on the target's stack; returns its exit code."""
+    job_id, entrypoint, env, files = _job(command, settings, target, space_file)
+    endpoints = target.stack
     jobs = client(endpoints)
     # The staged folder holds exactly the files to send: no .gitignore of Ray's own on top.
     os.environ["RAY_RUNTIME_ENV_IGNORE_GITIGNORE"] = "1"

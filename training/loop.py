@@ -2,8 +2,8 @@
 torch loop around one `TrainStep`.
 
 One loop for every task, strategy (DDP or FSDP) and device. It evaluates at each epoch end,
-checkpoints at each epoch end and every `save_steps`, and resumes from the latest checkpoint
-exactly where it stopped."""
+checkpoints at each epoch end, every `save_steps` and once before the stack's lease ends, and
+resumes from the latest checkpoint exactly where it stopped."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from torch.utils.data import DataLoader, DistributedSampler
 
-from training import checkpoints, tracking
+from training import checkpoints, lease, tracking
 from training import session as sessions
 from training.evaluation import evaluate
 from training.phases import Phases
@@ -78,6 +78,7 @@ def train_loop_per_worker(config: dict) -> None:
     step = progress["global_step"]
     last_eval: dict = {}
     phases = Phases()  # rank 0's, sent to the driver with the last progress event
+    lease_guard = lease.Guard(lease.parse_end(spec.lease_end))
 
     def save_checkpoint(epoch: int, batch_in_epoch: int, metrics: dict, final: bool) -> None:
         with phases.timed("checkpoints"):
@@ -148,7 +149,12 @@ def train_loop_per_worker(config: dict) -> None:
                 tell("train", epoch=epoch)
             if step == total_steps or batch_index >= batches_in_epoch:
                 break  # evaluation and the checkpoint follow below
-            if cfg.save_steps and step % cfg.save_steps == 0:
+            if step % cfg.logging_steps == 0 and lease_guard.due(w.device):
+                save_checkpoint(epoch, batch_index, {}, final=False)
+                tell("note", text=lease_guard.message(step))  # the driver's (the job's) log
+                if rank == 0:
+                    buffer.tracker.set_tags(spec.run_id, {"lease_checkpoint_step": step})
+            elif cfg.save_steps and step % cfg.save_steps == 0:
                 mid_eval = {}
                 if session.evaluates_every_checkpoint:
                     with phases.timed("evaluation"):

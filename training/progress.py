@@ -65,6 +65,9 @@ class TrainingProgress:
             self.started_at = time.monotonic()
         if event["kind"] == "done":
             self.worker_phases = event.get("phases", {})
+        if event["kind"] == "note":  # a line the run must say (the lease's checkpoint, ...)
+            console.print(event["text"])
+            return
         if event.get("loss") is not None:
             self.loss = event["loss"]
         info = f"loss {self.loss:.4f}" if self.loss is not None else ""

@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 
 from core.errors import UserError, root_cause
-from training import cluster, interrupts, lifecycle, models, storage, tracking
+from training import cluster, interrupts, lease, lifecycle, models, storage, tracking
 from training import data as datamod
 from training.config import TrainConfig, build_config, validate
 from training.phases import PROCESS_START, Phases
@@ -62,7 +62,25 @@ def plan(cfg: TrainConfig, explicit: dict, target: Target) -> RunPlan:
     storage.check(target.runs_root)
     lifecycle.check_precision(cfg, target)
     run_id = record["run_id"] if record else None
+    if target.lease_end:
+        check_lease(cfg, len(splits.train), target, run_id)
     return RunPlan(cfg, task, target, cfg.run_name, run_id, splits, source)
+
+
+def check_lease(cfg: TrainConfig, train_rows: int, target: Target, run_id: str | None) -> None:
+    """A run that would outlast the stack's lease is refused before anything is made."""
+    tracker = tracking.Tracker(target.tracking_uri)
+    end = lease.parse_end(target.lease_end)
+    try:
+        line = lease.check_fits(cfg, train_rows, end, target.hardware, tracker, run_id)
+    except UserError:
+        raise
+    except Exception as exc:  # network, auth
+        raise UserError(
+            f"cannot reach MLflow at {target.tracking_uri} to estimate the run against the "
+            f"lease ({str(exc).splitlines()[0]}); check `make status`"
+        ) from None
+    console.print(line)
 
 
 def _record(p: RunPlan, run_id: str, source: models.ModelSource) -> dict:
@@ -90,6 +108,7 @@ def _start_run(tracker: tracking.Tracker, p: RunPlan, experiment_id: str) -> str
             "profile": p.cfg.profile,
             "strategy": p.cfg.strategy,
             "workers": str(p.cfg.workers),
+            **({"hardware": p.target.hardware} if p.target.hardware else {}),
             **tracking.provenance_tags(),
             "model_source": p.source.describe() if p.source else "model built from config (smoke)",
             "data_source": p.splits.source,
@@ -161,6 +180,7 @@ def run(p: RunPlan) -> dict:
         tracking_uri=target.tracking_uri,
         run_id=run_id,
         progress=queue,
+        lease_end=target.lease_end,
     )
     trainer = TorchTrainer(
         train_loop_per_worker,

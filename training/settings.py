@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from core.errors import UserError
 from core.flags import flag
+from training.lease import GUARD_MINUTES, OVERRUN
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,15 @@ class Places:
     )
 
 
+LEASE_VARIABLES = (
+    Variable(
+        OVERRUN,
+        "0",
+        f"1: start even if the run outlasts the lease (it checkpoints {GUARD_MINUTES} min before)",
+    ),
+)
+
+
 def _values(variables: tuple[Variable, ...], environ) -> dict[str, str]:
     environ = os.environ if environ is None else environ
     return {v.name: (environ.get(v.name) or v.default).strip() for v in variables}
@@ -120,15 +130,15 @@ def dry_run(environ=None) -> bool:
 
 
 def job_variables() -> tuple[str, ...]:
-    """The variables a stack job carries from the submitting shell: the bench and tune
+    """The variables a stack job carries from the submitting shell: the bench, tune and lease
     settings (SPACE travels as a path inside the job's copy of the tree)."""
-    return tuple(
-        v.name for v in (*BenchSettings.VARIABLES, *TuneSettings.VARIABLES) if v.name != "SPACE"
-    )
+    carried = (*BenchSettings.VARIABLES, *TuneSettings.VARIABLES, *LEASE_VARIABLES)
+    return tuple(v.name for v in carried if v.name != "SPACE")
 
 
 GROUPS = {
     "bench": BenchSettings.VARIABLES,
     "tune": TuneSettings.VARIABLES,
+    "lease (Chameleon)": LEASE_VARIABLES,
     "where": Places.VARIABLES,
 }

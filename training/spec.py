@@ -22,6 +22,7 @@ class WorkerSpec:
     run_id: str = ""  # the MLflow run rank 0 writes metrics to; "" for a bench cell
     progress: Any = None  # a Ray queue rank 0 tells its progress to, if any
     bench: tuple[int, int] | None = None  # (warm-up steps, timed steps) of a bench cell
+    lease_end: str = ""  # ISO end of the stack's lease: checkpoint before it (training/lease.py)
 
     @classmethod
     def build(

@@ -4,7 +4,7 @@
   the stack's cluster (training/jobs.py).
 - Inside such a job: the Ray nodes' environment names the stack's MLflow, checkpoint storage
   and the folder for run records (TRAINING_STATE_DIR), all set by the Ansible ray role; the
-  submitting client names the cloud (STACK_CLOUD).
+  submitting client names the cloud, the lease's end and the hardware (Target.job_environment).
 - Embedded default (no stack up): an in-process Ray cluster, MLflow's own SQLite store and local
   checkpoints, all under the repo's state folder `.stack/embedded/` (git-ignored)."""
 
@@ -27,6 +27,8 @@ class Target:
     artifact_root: str | None  # where a new MLflow experiment keeps artifacts (embedded only)
     stack: state.Endpoints | None = None  # the stack to submit jobs to (client side only)
     in_job: bool = False  # running as a job on a stack's Ray cluster
+    lease_end: str = ""  # ISO time the stack's lease ends (Chameleon), "" when it has none
+    hardware: str = ""  # the stack's GPU hardware (a flavor or node type), "" when unknown
 
     @property
     def embedded(self) -> bool:
@@ -43,6 +45,15 @@ class Target:
     def run_url(self, experiment_id: str, run_id: str) -> str:
         base = self.tracking_uri.rstrip("/") if not self.embedded else "http://127.0.0.1:5000"
         return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
+
+    def job_environment(self) -> dict[str, str]:
+        """What a job learns of its stack from the submitting client (read back by resolve)."""
+        env = {"STACK_CLOUD": self.cloud}
+        if self.lease_end:
+            env["STACK_LEASE_END"] = self.lease_end
+        if self.hardware:
+            env["STACK_HARDWARE"] = self.hardware
+        return env
 
     def describe(self) -> str:
         if self.in_job:
@@ -67,6 +78,8 @@ def resolve() -> Target:
             os.environ["CHECKPOINT_STORAGE"],
             None,
             in_job=True,
+            lease_end=os.environ.get("STACK_LEASE_END", ""),
+            hardware=os.environ.get("STACK_HARDWARE", ""),
         )
     embedded = state_root() / "embedded"
     tracking = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{embedded / 'mlflow.db'}"
@@ -77,4 +90,14 @@ def resolve() -> Target:
     if up is None:
         return Target("local", embedded, tracking, runs, artifacts)
     record, endpoints = up
-    return Target(record.cloud, embedded, endpoints.mlflow_tracking_uri, runs, artifacts, endpoints)
+    lease = record.extra.get("chameleon") or {}  # stack/chameleon/flow.py keeps it
+    return Target(
+        record.cloud,
+        embedded,
+        endpoints.mlflow_tracking_uri,
+        runs,
+        artifacts,
+        endpoints,
+        lease_end=lease.get("lease_end", ""),
+        hardware=lease.get("gpu_hardware", ""),
+    )

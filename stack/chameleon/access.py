@@ -4,6 +4,7 @@ tunnels to the services that never face the Internet."""
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import subprocess
@@ -12,9 +13,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.errors import UserError
+from core.services import role_defaults
 
-# Reached only through SSH tunnels (ARCHITECTURE.md "Services and ports").
-TUNNELLED = {"MLflow": 5000, "Ray dashboard": 8265, "object store (S3 API)": 8333}
+# Reached only through SSH tunnels (ARCHITECTURE.md "Services and ports"), each on its own port
+# number on this machine: (what it is, the role and defaults key of its port, the endpoints.json
+# field that gives its URL to clients).
+TUNNELLED = (
+    ("MLflow", "mlflow", "mlflow_port", "mlflow_tracking_uri"),
+    ("Ray dashboard", "ray", "ray_dashboard_port", "ray_address"),
+    ("object store (S3 API)", "seaweedfs", "seaweedfs_s3_port", "s3_endpoint"),
+)
+TUNNEL_COMMAND = "make tunnel"
+
+
+def tunnelled_ports() -> dict[str, int]:
+    return {name: int(role_defaults(role)[key]) for name, role, key, _ in TUNNELLED}
 
 
 @dataclass(frozen=True)
@@ -94,11 +107,32 @@ def wait_for_ssh(access: Access, hosts: list[str], timeout: float, interval: flo
 
 def tunnel_command(access: Access, services_address: str) -> list[str]:
     forwards = []
-    for port in TUNNELLED.values():
+    for port in tunnelled_ports().values():
         forwards += ["-L", f"127.0.0.1:{port}:{services_address}:{port}"]
     return ["ssh", "-N", "-o", "ExitOnForwardFailure=yes", *forwards,
             *access.ssh_args(access.gateway)]  # fmt: skip
 
 
 def local_urls() -> dict[str, str]:
-    return {name: f"http://127.0.0.1:{port}" for name, port in TUNNELLED.items()}
+    return {name: f"http://127.0.0.1:{port}" for name, port in tunnelled_ports().items()}
+
+
+def point_clients_at_tunnels(endpoints_file: Path) -> None:
+    """Rewrite the endpoints file site.yml wrote so that this machine's clients (`make train`,
+    reports) reach the services through `make tunnel`; the private URLs stay under `private`.
+    An external S3 endpoint (S3_ENDPOINT=) is reached directly and left as it is."""
+    endpoints = json.loads(endpoints_file.read_text())
+    private = dict(endpoints.get("private") or {})
+    local = local_urls()
+    for name, _, _, field in TUNNELLED:
+        url = endpoints.get(field)
+        if not url or (field == "s3_endpoint" and endpoints.get("object_store") != "seaweedfs"):
+            continue
+        if url != local[name]:
+            private[field] = url
+        endpoints[field] = local[name]
+    endpoints.update(private=private, reached_through=TUNNEL_COMMAND)
+    partial = endpoints_file.with_suffix(".partial")
+    partial.write_text(json.dumps(endpoints, indent=2) + "\n")
+    partial.chmod(0o600)
+    partial.replace(endpoints_file)

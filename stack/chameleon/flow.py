@@ -178,6 +178,7 @@ def up(stack: Stack, dry_run: bool, configure: Callable[[Path], None]) -> None:
     _step_done(stack, "inventory")
 
     configure(stack.inventory)
+    ssh.point_clients_at_tunnels(stack.endpoints_file)
     _step_done(stack, "configure")
     stack.save_record(state="up")
     console.print(
@@ -415,5 +416,5 @@ def tunnel(stack: Stack) -> None:
     if proc.returncode not in (0, 130):
         raise UserError(
             f"ssh tunnel ended (exit {proc.returncode}): a local port may be in use "
-            f"({', '.join(str(p) for p in ssh.TUNNELLED.values())}) or the gateway unreachable"
+            f"({', '.join(map(str, ssh.tunnelled_ports().values()))}) or the gateway unreachable"
         )

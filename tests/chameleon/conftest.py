@@ -109,11 +109,25 @@ echo "$@" >> "$STUB_SSH_LOG"
 
 STUB_ANSIBLE = """\
 #!/usr/bin/env python3
-# STAND-IN ansible-playbook: record the call, report one host configured; backup.yml leaves a
-# dated backup folder as the real play does.
+# STAND-IN ansible-playbook: record the call, report one host configured; site.yml writes the
+# endpoints file and the Ray token (the services' private addresses) and backup.yml a dated
+# backup folder, as the real plays do.
 import json, os, sys, time
 with open(os.environ["STUB_ANSIBLE_LOG"], "a") as log:
     log.write(" ".join(sys.argv[1:]) + "\\n")
+if any(arg.endswith("site.yml") for arg in sys.argv):
+    state = os.path.dirname(sys.argv[sys.argv.index("-i") + 1])
+    token = os.path.join(state, "secrets", "ray_auth_token")
+    with open(token, "w") as out:
+        out.write("standin-ray-token\\n")
+    endpoints = {
+        "mlflow_tracking_uri": "http://10.52.0.10:5000", "mlflow_username": "admin",
+        "mlflow_password_file": os.path.join(state, "secrets", "mlflow_admin_password"),
+        "ray_address": "http://10.52.0.10:8265", "ray_auth_token_file": token,
+        "object_store": "seaweedfs", "s3_endpoint": "http://10.52.0.10:8333",
+    }
+    with open(os.path.join(state, "endpoints.json"), "w") as out:
+        json.dump(endpoints, out)
 if any(arg.endswith("backup.yml") for arg in sys.argv):
     extra = json.loads(sys.argv[sys.argv.index("-e") + 1])
     folder = os.path.join(extra["stack_backup_dir"], time.strftime("%Y%m%d-%H%M%S"))

@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import stat
+import subprocess
+import sys
 from datetime import datetime
 
 import pytest
 import yaml
 
-from tests.chameleon.conftest import SECRET, clouds_yaml, stack_cli
+from tests.chameleon.conftest import REPO, SECRET, clouds_yaml, stack_cli
 
 LEASES = r"/reservation/v1/leases"
 
@@ -265,6 +268,45 @@ def test_tunnel_forwards_the_services_through_the_pinned_gateway(standin, home, 
     for port in (5000, 8265, 8333):
         assert f"-L 127.0.0.1:{port}:10.52.0.10:{port}" in call
     assert "StrictHostKeyChecking=yes" in call and call.endswith(f"cc@{fip}")
+
+
+def training_cli(home, state, *args: str, **settings: str):
+    """`python -m training ...` (what `make train` runs) on this machine, as the user."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
+    env.update(PYTHONPATH=str(REPO), STACK_DIR=str(state), CLOUD="chameleon", **settings)
+    return subprocess.run([sys.executable, "-m", "training", *args], cwd=home, env=env,
+                          capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+
+
+def test_train_reaches_the_stack_through_the_tunnel_and_learns_the_lease(
+    standin, home, tmp_path, stubs
+):
+    path = clouds_yaml(tmp_path / "clouds.yaml", standin.url)
+    state = tmp_path / "state"
+    settings = with_stubs(stubs, OS_CLIENT_CONFIG_FILE=str(path))
+    assert stack_cli(home, state, "up", **settings).returncode == 0
+    endpoints = json.loads((state / "chameleon" / "endpoints.json").read_text())
+    # This machine reaches the services at the tunnels' local ends; the private URLs are kept.
+    assert endpoints["ray_address"] == "http://127.0.0.1:8265"
+    assert endpoints["mlflow_tracking_uri"] == "http://127.0.0.1:5000"
+    assert endpoints["s3_endpoint"] == "http://127.0.0.1:8333"
+    assert endpoints["private"]["ray_address"] == "http://10.52.0.10:8265"
+    assert stat.S_IMODE((state / "chameleon" / "endpoints.json").stat().st_mode) == 0o600
+
+    dry = training_cli(home, state, "train", TASK="classify", DRY_RUN="1")
+    assert dry.returncode == 0, dry.stderr
+    assert "Ray Jobs API at http://127.0.0.1:8265" in dry.stdout, dry.stdout
+    (carried,) = [line for line in dry.stdout.splitlines() if "environment" in line]
+    for name in ("STACK_CLOUD", "STACK_LEASE_END", "STACK_HARDWARE"):
+        assert name in carried, carried
+
+    with socket.socket() as probe:
+        if probe.connect_ex(("127.0.0.1", 8265)) == 0:
+            pytest.skip("something else listens on 127.0.0.1:8265 here")
+    closed = training_cli(home, state, "train", TASK="classify")
+    line = one_error_line(closed)
+    assert "at http://127.0.0.1:8265 does not answer" in line, line
+    assert "open the tunnels with `make tunnel` in another terminal" in line, line
 
 
 def test_down_lists_what_is_left_with_the_command_to_remove_it(standin, home, tmp_path, stubs):

@@ -12,6 +12,13 @@ import pytest
 
 from core.errors import UserError
 from training import jobs
+from training.targets import Target
+
+
+def stack_target(tmp_path: Path, **fields) -> Target:
+    """A client's view of a stack (its endpoints are never contacted: the client is a
+    stand-in)."""
+    return Target("local", tmp_path / "state", "http://127.0.0.1:5000", "s3://b/p", None, **fields)
 
 
 class StandInJobs:
@@ -58,7 +65,9 @@ def cluster(monkeypatch) -> StandInJobs:
 def test_sends_tracked_and_unignored_files_and_the_named_data(repo, cluster, monkeypatch):
     monkeypatch.setenv("HF_TOKEN", "hf_secret_value")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    code = jobs.submit("train", {"task": "classify", "data": "big/data.csv"}, "local", None)
+    code = jobs.submit(
+        "train", {"task": "classify", "data": "big/data.csv"}, stack_target(repo.parent)
+    )
     assert code == 0
     (sent,) = cluster.submitted
     assert sent["files"] == [".gitignore", "big/data.csv", "notes.md", "training/code.py"]
@@ -82,7 +91,7 @@ def test_credentials_are_refused_and_nothing_is_sent(repo, cluster, name):
     if name.startswith("old-state"):
         (repo / "old-state" / "local" / "stack.json").write_text("{}")
     with pytest.raises(UserError) as refused:
-        jobs.submit("train", {"task": "classify"}, "local", None)
+        jobs.submit("train", {"task": "classify"}, stack_target(repo.parent))
     message = str(refused.value)
     assert "looks like credentials" in message and "nothing was sent" in message
     assert "\n" not in message
@@ -93,7 +102,19 @@ def test_an_upload_over_the_limit_names_its_size_and_largest_files(repo, cluster
     monkeypatch.setattr(jobs, "UPLOAD_LIMIT_MIB", 1)
     (repo / "weights.bin").write_bytes(b"\0" * (3 * 2**20))
     with pytest.raises(UserError) as refused:
-        jobs.submit("train", {"task": "classify"}, "local", None)
+        jobs.submit("train", {"task": "classify"}, stack_target(repo.parent))
     message = str(refused.value)
     assert "would be 3 MiB, over the 1 MiB limit; largest: weights.bin (3 MiB)" in message
     assert cluster.submitted == []
+
+
+def test_a_job_learns_its_stack_s_cloud_lease_end_and_hardware(repo, cluster):
+    target = stack_target(
+        repo.parent, lease_end="2026-12-03T10:00:00+00:00", hardware="g1.h100.pci.1"
+    )
+    target.cloud = "chameleon"
+    assert jobs.submit("train", {"task": "classify"}, target) == 0
+    env = cluster.submitted[0]["runtime_env"]["env_vars"]
+    assert env["STACK_CLOUD"] == "chameleon"
+    assert env["STACK_LEASE_END"] == "2026-12-03T10:00:00+00:00"
+    assert env["STACK_HARDWARE"] == "g1.h100.pci.1"
