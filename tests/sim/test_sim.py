@@ -47,17 +47,24 @@ CLOSED_PORTS = {5432: "postgresql", 7777: "not a stack port"}
 OUTSIDER = f"stack-{STACK}-outsider"
 OUTSIDER_HOST_NUMBER = 200
 
-# Listens on the given ports until its stdin closes.
+# Listens on the given ports until its stdin closes; prints the ports the host already uses
+# (a connection of its own may hold one of the ephemeral range), which cannot be probed.
 LISTENER = """
-import socket, sys
-socks = []
+import errno, json, socket, sys
+socks, busy = [], []
 for port in map(int, sys.argv[1:]):
     s = socket.socket()
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("0.0.0.0", port))
+    try:
+        s.bind(("0.0.0.0", port))
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        busy.append(port)
+        continue
     s.listen(64)
     socks.append(s)
-print("listening", flush=True)
+print("listening", json.dumps(busy), flush=True)
 sys.stdin.read()
 """
 # Tries a TCP connection to each [address, port]; prints whether each was accepted.
@@ -313,14 +320,19 @@ def test_the_firewall_admits_ssh_from_anyone_and_stack_ports_from_stack_hosts_on
     admitted = stack_ports()
     ports = {22: "ssh", **admitted, **CLOSED_PORTS}
     # Something listens on every port probed, so a port that does not answer is filtered.
-    listeners = [_listen(host, [p for p in ports if p != 22]) for host in cluster.hosts]
+    listeners, busy = [], set()
+    for host in cluster.hosts:
+        listener, held = _listen(host, [p for p in ports if p != 22])
+        listeners.append(listener)
+        busy |= {(host.name, port) for port in held}
+    print(f"ports already in use on their host, not probed: {sorted(busy)}")
     subnet = ipaddress.ip_network(cluster.subnet)
     outsider_address = str(subnet.network_address + OUTSIDER_HOST_NUMBER)
     cluster.attached[OUTSIDER] = outsider_address
     sim_cluster.save(stack, cluster)  # `down` removes the outsider too
     network.attach(cluster, OUTSIDER, outsider_address, link="outsider")
     try:
-        targets = [(h, p) for h in cluster.hosts for p in ports]
+        targets = [(h, p) for h in cluster.hosts for p in ports if (h.name, p) not in busy]
         outside = _probe(["ip", "netns", "exec", OUTSIDER], targets)
         inside = {}
         for prober in cluster.hosts:
@@ -417,7 +429,7 @@ def _kill_up_half_way(state: Path) -> None:
     proc.wait()
 
 
-def _listen(host: sim_cluster.Host, ports: list[int]) -> subprocess.Popen:
+def _listen(host: sim_cluster.Host, ports: list[int]) -> tuple[subprocess.Popen, list[int]]:
     proc = subprocess.Popen(
         hosts.enter(host) + ["python3", "-c", LISTENER, *map(str, ports)],
         stdin=subprocess.PIPE,
@@ -425,8 +437,9 @@ def _listen(host: sim_cluster.Host, ports: list[int]) -> subprocess.Popen:
         text=True,
         env=hosts.HOST_ENV,
     )
-    assert proc.stdout.readline().strip() == "listening"
-    return proc
+    word, _, held = proc.stdout.readline().partition(" ")
+    assert word == "listening", word
+    return proc, json.loads(held)
 
 
 def _probe(enter: list[str], targets: list, prober: str | None = None) -> dict:
