@@ -41,9 +41,9 @@ def planned_steps(cfg: TrainConfig, train_rows: int) -> int:
     return max(per_epoch, 1) * cfg.num_train_epochs
 
 
-def measured_throughput(tracker, task: str, hardware: str) -> tuple[float, int] | None:
-    """(samples/s per worker, the run it comes from's worker count) of the latest finished
-    run of `task` on `hardware`, if MLflow holds one."""
+def measured_throughput(tracker, task: str, hardware: str) -> float | None:
+    """Samples/s per worker of the latest finished run of `task` on `hardware`, if MLflow
+    holds one."""
     experiment = tracker.client.get_experiment_by_name(task)
     if experiment is None:
         return None
@@ -56,8 +56,7 @@ def measured_throughput(tracker, task: str, hardware: str) -> tuple[float, int] 
     for run in runs:
         rate = run.data.metrics.get(THROUGHPUT)
         if rate and rate > 0:
-            workers = max(int(run.data.tags.get("workers") or 1), 1)
-            return rate / workers, workers
+            return rate / max(int(run.data.tags.get("workers") or 1), 1)
     return None
 
 
@@ -79,13 +78,12 @@ def check_fits(cfg: TrainConfig, train_rows: int, end: datetime, hardware: str, 
             f"the stack's lease ended at {end:%Y-%m-%d %H:%M} UTC; `make up` makes a new one"
         )
     remaining = max(planned_steps(cfg, train_rows) - steps_done(tracker, run_id), 0)
-    measured = measured_throughput(tracker, cfg.task, hardware)
-    if measured is None:
+    per_worker = measured_throughput(tracker, cfg.task, hardware)
+    if per_worker is None:
         return (
             f"lease: {left_h:.1f} h left (ends {end:%Y-%m-%d %H:%M} UTC); no finished {cfg.task} "
             f"run on {hardware} yet to estimate this one's time from"
         )
-    per_worker, _ = measured
     rows_per_step = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps
     estimate_h = remaining * rows_per_step / per_worker / 3600  # every worker trains alike
     line = (
