@@ -36,17 +36,24 @@ dump "$MLFLOW_AUTH_DB" "$MLFLOW_AUTH_DB_USER" "$MLFLOW_AUTH_DB_PASSWORD" auth.du
 if [[ "$ARTIFACTS" == s3://* ]]; then
   # rclone's on-the-fly S3 remote; env_auth: the keys come from AWS_* (backup.env), never argv.
   # rclone 1.60 (Debian 12) fails on an AWS_CA_BUNDLE in the environment: not needed here.
-  env -u AWS_CA_BUNDLE rclone copy --quiet ":s3,provider=Other,env_auth=true,no_check_bucket=true,endpoint='$S3_ENDPOINT_URL':${ARTIFACTS#s3://}" "$DEST/artifacts"
+  remote=":s3,provider=Other,env_auth=true,no_check_bucket=true,endpoint='$S3_ENDPOINT_URL':${ARTIFACTS#s3://}"
+  env -u AWS_CA_BUNDLE rclone copy --quiet "$remote" "$DEST/artifacts"
+  # Every object arrived whole (sizes, and hashes where the store gives them).
+  env -u AWS_CA_BUNDLE rclone check --quiet --one-way "$remote" "$DEST/artifacts"
+  objects=$(find "$DEST/artifacts" -type f | wc -l)
   tar -C "$DEST" -czf "$DEST/artifacts.tar.gz" artifacts && rm -rf "$DEST/artifacts"
 else
+  objects=$(find "$ARTIFACTS" -type f | wc -l)
   tar -C "$ARTIFACTS" -czf "$DEST/artifacts.tar.gz" .
 fi
 
+# objects.<archive>: how many files the archive holds, which `make backup` checks again.
 cat >"$DEST/manifest.txt" <<MANIFEST
 created_utc=$STAMP
 tracking_db=$MLFLOW_DB
 auth_db=$MLFLOW_AUTH_DB
 artifacts=$ARTIFACTS
+objects.artifacts.tar.gz=$objects
 MANIFEST
 echo "backup written to:"
 echo "$DEST"

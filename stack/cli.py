@@ -20,7 +20,7 @@ from rich.table import Table
 from core.errors import UserError
 from core.flags import flag
 from core.state import Endpoints
-from stack import health, inventory, playbook, ports
+from stack import backups, health, inventory, playbook, ports
 from stack.confirm import confirm_purge
 from stack.lock import StackLock
 from stack.sim import flow as sim_flow
@@ -101,8 +101,11 @@ def down(stack: Stack, purge: bool) -> None:
                 "PURGE=1 backs up MLflow's data before deleting it, which needs the stack "
                 "running: run `make up`, then `make down PURGE=1`"
             )
-        folder = backup(stack)
-        console.print(f"backed up to {stack.display(folder)}")
+        try:
+            folder = backup(stack)
+        except UserError as exc:
+            raise UserError(f"{exc}; nothing was deleted and the stack still runs") from None
+        console.print(f"backed up to {stack.display(folder)} (verified)")
     outcome = playbook.run(
         "down.yml",
         stack.inventory,
@@ -135,7 +138,8 @@ def down(stack: Stack, purge: bool) -> None:
 
 
 def backup(stack: Stack):
-    """Back MLflow's databases and artifacts up into .stack/backups/<name>/<dated folder>."""
+    """Back the stack's data up into .stack/backups/<name>/<dated folder> and verify the copy
+    here (a purge deletes nothing when this fails)."""
     if not stack.is_up:
         raise UserError(f"stack {stack.name!r} is not up; `make up` first, then `make backup`")
     stack.backups.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -150,6 +154,9 @@ def backup(stack: Stack):
     (folder,) = set(stack.backups.iterdir()) - before
     for path in [folder, *folder.iterdir()]:
         os.chmod(path, 0o700 if path.is_dir() else 0o600)
+    named = stack.endpoints().s3_buckets if stack.endpoints() else {}
+    buckets = tuple(named[b] for b in ("checkpoints", "datasets") if b in named)
+    backups.verify(folder, stack.display(folder), buckets)
     return folder
 
 
@@ -197,13 +204,17 @@ def _chameleon(stack: Stack, command: str, purge: bool) -> None:
         # The tracking data is backed up before the compute (and its disks) go.
         flow.down(stack, dry_run, purge, backup=_backed_up)
     elif command == "backup":
-        console.print(f"backup written to {stack.display(backup(stack))}")
+        console.print(f"backup written to {stack.display(backup(stack))} (verified)")
     else:
         getattr(flow, command)(stack)
 
 
 def _backed_up(stack: Stack) -> None:
-    console.print(f"backed up to {stack.display(backup(stack))}")
+    try:
+        folder = backup(stack)
+    except UserError as exc:
+        raise UserError(f"{exc}; nothing was destroyed and the stack still runs") from None
+    console.print(f"backed up to {stack.display(folder)} (verified)")
 
 
 def _configure(stack: Stack, inventory_file) -> None:
@@ -279,5 +290,5 @@ def _dispatch(stack: Stack, command: str, purge: bool) -> int:
     elif command == "down":
         down(stack, purge=purge)
     else:
-        console.print(f"backup written to {stack.display(backup(stack))}")
+        console.print(f"backup written to {stack.display(backup(stack))} (verified)")
     return 0

@@ -23,12 +23,19 @@ import pytest
 from tests.conftest import REPO, cli_env
 
 STANDIN = """#!/bin/sh
-# Stand-in for ansible-playbook: records its arguments; backup.yml writes a backup folder.
+# Stand-in for ansible-playbook: records its arguments; backup.yml writes a sealed backup folder
+# as seal.sh does (STANDIN_DAMAGE=1: a dump changes after sealing, as a bad copy would).
 echo "$@" >> "$STANDIN_LOG"
 case "$*" in
   *backup.yml*) dir=$(echo "$*" | sed 's/.*"stack_backup_dir": "\\([^"]*\\)".*/\\1/')
                 dir="$dir/20260101-000000"
-                mkdir -p "$dir" && echo dump > "$dir/tracking.dump";;
+                mkdir -p "$dir/files" && echo data > "$dir/files/one" && cd "$dir" &&
+                echo dump > tracking.dump && echo dump > auth.dump &&
+                for a in artifacts run-records; do tar -C files -czf $a.tar.gz one; done &&
+                rm -r files && for a in artifacts run-records; do
+                  echo "objects.$a.tar.gz=1" >> manifest.txt; done &&
+                sha256sum -- *.dump *.tar.gz manifest.txt > SHA256SUMS &&
+                if [ -n "$STANDIN_DAMAGE" ]; then echo more >> tracking.dump; fi;;
   *site.yml*) sleep "${STANDIN_SLEEP:-0}";;
 esac
 echo "localhost : ok=1    changed=0    unreachable=0    failed=0"
@@ -149,6 +156,23 @@ def test_confirmed_purge_backs_up_and_deletes_only_what_the_stack_wrote(tmp_path
     assert (state_dir / "backups" / "local" / "20260101-000000" / "tracking.dump").exists()
     assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"]
     assert "what the stack did not write there: notes.txt" in proc.stdout
+
+
+def test_a_purge_whose_backup_cannot_be_verified_deletes_nothing(tmp_path, standin):
+    state_dir = tmp_path / "state"
+    folder = make_stack(state_dir)
+    before = snapshot(folder)
+    proc = run_stack(state_dir, "down", PURGE="1", CONFIRM="local", STANDIN_DAMAGE="1", **standin)
+    line = refused(proc)
+    assert "backups/local/20260101-000000 cannot be verified" in line, line
+    assert "tracking.dump does not match its checksum" in line, line
+    assert "nothing was deleted and the stack still runs" in line, line
+    assert "down.yml" not in asked(standin)
+    assert before.items() <= snapshot(folder).items()  # (the lock and inventory are new)
+    assert (folder / "secrets" / "mlflow_admin_password").read_text() == "x"
+    assert json.loads((folder / "stack.json").read_text())["state"] == "up"
+    # The backup stays for a look; `make backup` checks the same way and says so too.
+    assert (state_dir / "backups" / "local" / "20260101-000000" / "tracking.dump").exists()
 
 
 # --- the state folder ------------------------------------------------------------------------

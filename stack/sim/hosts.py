@@ -52,7 +52,7 @@ HOST_ENV = {
 
 
 def role_folders() -> list[str]:
-    """The top data/config folders of every role (/etc/postgresql for /etc/postgresql/15/main)."""
+    """The top data/config folders of every role (/etc/postgresql for /etc/postgresql/15/mlops)."""
     found = set()
     for defaults in sorted(ROLES_DEFAULTS.glob("*/defaults/main.yml")):
         for key, value in (yaml.safe_load(defaults.read_text()) or {}).items():

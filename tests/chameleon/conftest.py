@@ -132,7 +132,19 @@ if any(arg.endswith("backup.yml") for arg in sys.argv):
     extra = json.loads(sys.argv[sys.argv.index("-e") + 1])
     folder = os.path.join(extra["stack_backup_dir"], time.strftime("%Y%m%d-%H%M%S"))
     os.makedirs(folder)
-    open(os.path.join(folder, "tracking.dump"), "w").close()
+    # Sealed as seal.sh seals it: archives counted in the manifest, every file in SHA256SUMS.
+    import hashlib, io, tarfile
+    files = {"tracking.dump": b"dump", "auth.dump": b"dump",
+             "manifest.txt": b"objects.artifacts.tar.gz=0\\nobjects.run-records.tar.gz=0\\n"}
+    for name in ("artifacts.tar.gz", "run-records.tar.gz"):
+        buffer = io.BytesIO()
+        tarfile.open(fileobj=buffer, mode="w:gz").close()
+        files[name] = buffer.getvalue()
+    with open(os.path.join(folder, "SHA256SUMS"), "w") as sums:
+        for name, data in files.items():
+            with open(os.path.join(folder, name), "wb") as out:
+                out.write(data)
+            sums.write(f"{hashlib.sha256(data).hexdigest()}  {name}\\n")
 print("PLAY RECAP *********")
 print("standin : ok=1    changed=1    unreachable=0    failed=0")
 """

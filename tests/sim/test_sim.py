@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from core.services import SERVICES
 from stack.sim import cluster as sim_cluster
 from stack.sim import hosts, network, sshd
 from stack.state import Stack
@@ -43,7 +44,7 @@ PRIVATE_FOLDERS = [
     "/var/lib/postgresql",
 ]
 # Never admitted from anyone: PostgreSQL (the services host's own) and a port of nothing.
-CLOSED_PORTS = {5432: "postgresql", 7777: "not a stack port"}
+CLOSED_PORTS = {**SERVICES["postgresql"].port_numbers(), 7777: "not a stack port"}
 OUTSIDER = f"stack-{STACK}-outsider"
 OUTSIDER_HOST_NUMBER = 200
 

@@ -86,10 +86,11 @@ def delete_artifacts(stack) -> None:
     assert s3.list_objects_v2(Bucket=bucket, Prefix=prefix)["KeyCount"] == 0
 
 
-# Known failure, not hidden: since SeaweedFS became the store of MLflow's artifacts, this round
-# trip failed in the last full run (the backup was written; the restore or the checks after it
-# failed); its cause was not found before the session ended. The test still runs and reports.
-@pytest.mark.xfail(reason="backup -> restore with the artifacts in SeaweedFS: cause not found yet")
+# Known failure, not hidden: restore.sh's upload of the artifacts was refused (403) with the
+# MLflow keys, which may write the artifacts bucket; rclone sends X-Amz-Acl by default, and
+# restore.sh now sends none (acl=''). Whether that was the whole cause shows in the next full
+# run (an XPASS); the mark goes once it passes there.
+@pytest.mark.xfail(reason="restore.sh's artifact upload refused by SeaweedFS (403): fix on trial")
 def test_run_survives_backup_drop_restore(stack, tmp_path):
     mlflow = MLflow(stack["endpoints"], stack["state"])
     mlflow.wait_healthy()
@@ -121,8 +122,9 @@ def test_run_survives_backup_drop_restore(stack, tmp_path):
     # of the artifacts bucket, with the object store's admin key).
     supervisorctl("stop", "mlflow")
     try:
+        port = stack["endpoints"]["postgresql_address"].rsplit(":", 1)[1]
         for db in ("mlflow", "mlflow_auth"):
-            sh("runuser", "-u", "postgres", "--", "dropdb", "--if-exists", db)
+            sh("runuser", "-u", "postgres", "--", "dropdb", "-p", port, "--if-exists", db)
         delete_artifacts(stack)
         sh("bash", str(RESTORE), str(backup_dir))
     finally:

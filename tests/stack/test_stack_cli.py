@@ -16,6 +16,7 @@ The tests run in file order and share one stack in a state folder of their own.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import shutil
@@ -32,9 +33,11 @@ from pathlib import Path
 import pytest
 from stackenv import REPO, WEED, tail
 
+from core.services import local_ports
 from tests.conftest import SCRUBBED
 
-PORTS = [5432, 5000, 6379, 8265, 10001, 8333]
+PORTS = list(local_ports())  # every port the stack's services listen on
+HF_TOKEN = "hf_stacktest0000000000000000000000"
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +49,7 @@ def stack_dir(tmp_path_factory, stop_test_services) -> Path:
 def make_env(stack_dir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in SCRUBBED}
     env.update(STACK_DIR=str(stack_dir), SEAWEEDFS_DOWNLOAD_URL=WEED, PYTHONUNBUFFERED="1")
+    env["HF_TOKEN"] = HF_TOKEN  # the user's token: onto the nodes at `make up`, never in a job
     return env
 
 
@@ -206,6 +210,32 @@ def test_jobs_hold_no_admin_secret(stack_dir):
     assert secret(stack_dir, "seaweedfs_training_secret_key") in environment
 
 
+def test_hf_token_reaches_the_jobs_code_but_not_its_submitted_environment(stack_dir):
+    assert secret(stack_dir, "hf_token") == HF_TOKEN  # kept 0600 (checked by the first test)
+    ray = endpoints(stack_dir)["ray_address"]
+    token = {"Authorization": f"Bearer {secret(stack_dir, 'ray_auth_token')}"}
+    # The job prints a digest of the HF_TOKEN it sees, never the token itself.
+    probe = (
+        "import hashlib, os; "
+        "print('digest', hashlib.sha256(os.environ['HF_TOKEN'].encode()).hexdigest())"
+    )
+    status, body = get(f"{ray}/api/jobs/", token, {"entrypoint": f'python -c "{probe}"'})
+    assert status == 200, body
+    job = body["submission_id"]
+    deadline = time.monotonic() + 120
+    while (info := get(f"{ray}/api/jobs/{job}", token)[1])["status"] in ("PENDING", "RUNNING"):
+        assert time.monotonic() < deadline, info
+        time.sleep(1)
+    logs = get(f"{ray}/api/jobs/{job}/logs", token)[1]["logs"]
+    assert info["status"] == "SUCCEEDED", logs
+    assert f"digest {hashlib.sha256(HF_TOKEN.encode()).hexdigest()}" in logs, logs
+    # No job the Jobs API shows carries it: not this one, not the one `make train` submitted
+    # with HF_TOKEN in its environment.
+    _, jobs = get(f"{ray}/api/jobs/", token)
+    assert any(j["submission_id"].startswith("train-classify-") for j in jobs)
+    assert HF_TOKEN not in json.dumps(jobs)
+
+
 def test_each_identity_is_refused_outside_its_buckets(stack_dir):
     from botocore.exceptions import ClientError
 
@@ -354,7 +384,40 @@ def test_up_again_brings_back_the_earlier_run(stack_dir, trained):
     assert run["info"]["status"] == "FINISHED"
 
 
-def test_down_purge_backs_up_then_deletes_the_data(stack_dir):
+@pytest.fixture
+def users_own_database():
+    """A database the user keeps in Debian's `main` cluster, the host's own PostgreSQL (made and
+    started here when absent or stopped, and stopped or dropped again afterwards)."""
+    main = ["15", "main"]
+    made = not Path("/etc/postgresql/15/main").exists()
+    if made:
+        sh("pg_createcluster", *main)
+    started = "online" not in sh("pg_lsclusters", "--no-header", *main).stdout
+    if started:
+        sh("pg_ctlcluster", *main, "start")
+
+    def psql(sql: str, db: str = "postgres") -> str:
+        return sh("runuser", "-u", "postgres", "--", "psql", "-p", "5432", "-d", db,
+                  "-tAc", sql).stdout.strip()  # fmt: skip
+
+    psql("DROP DATABASE IF EXISTS users_own")
+    psql("CREATE DATABASE users_own")
+    psql("CREATE TABLE notes (body text); INSERT INTO notes VALUES ('keep me')", "users_own")
+    yield psql
+    psql("DROP DATABASE IF EXISTS users_own")
+    if started:
+        sh("pg_ctlcluster", *main, "stop")
+    if made:
+        sh("pg_dropcluster", *main)
+
+
+def sh(*cmd: str) -> subprocess.CompletedProcess:
+    proc = subprocess.run(list(cmd), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, tail(proc)
+    return proc
+
+
+def test_down_purge_backs_up_then_deletes_the_data(stack_dir, users_own_database):
     proc = make(stack_dir, "down", "PURGE=1", "CONFIRM=local")
     assert proc.returncode == 0, tail(proc)
     (backup,) = (stack_dir / "backups" / "local").iterdir()
@@ -363,6 +426,8 @@ def test_down_purge_backs_up_then_deletes_the_data(stack_dir):
     assert {"bucket-ray-checkpoints.tar.gz", "bucket-datasets.tar.gz"} <= names, names
     assert not state(stack_dir).exists()
     assert not Path("/var/lib/seaweedfs").exists()  # the buckets
-    assert not Path("/var/lib/postgresql/15/main").exists()  # the databases
-    assert not Path("/etc/postgresql/15/main").exists()
+    assert not Path("/var/lib/postgresql/15/mlops").exists()  # the stack's databases
+    assert not Path("/etc/postgresql/15/mlops").exists()
+    # The host's own cluster and the user's database in it are untouched.
+    assert users_own_database("SELECT body FROM notes", "users_own") == "keep me"
     assert not [port for port in PORTS if listening(port)]
