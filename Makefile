@@ -9,7 +9,7 @@ ANSIBLE_VENV  ?= .venv-ansible
 ANSIBLE_READY := $(ANSIBLE_VENV)/.ready
 
 .DEFAULT_GOAL := help
-.PHONY: help venv ansible-venv up status down backup extend tunnel logs cancel train bench tune settings ui test test-stack lint
+.PHONY: help venv ansible-venv up status down backup restore extend tunnel logs cancel train bench tune settings ui test test-stack lint
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -33,8 +33,11 @@ status: $(READY) ## what is up, the health of each service, URLs and logins
 down: $(READY) $(ANSIBLE_READY) ## stop the stack, keep its data (PURGE=1: back up, then delete the data)
 	$(PY) -m stack down
 
-backup: $(READY) $(ANSIBLE_READY) ## back MLflow's databases and artifacts up into .stack/backups/
+backup: $(READY) $(ANSIBLE_READY) ## back the databases, artifacts, buckets and run records up into .stack/backups/ (verified)
 	$(PY) -m stack backup
+
+restore: $(READY) $(ANSIBLE_READY) ## put a backup into the running stack: BACKUP=<folder> (as make backup wrote it)
+	$(PY) -m stack restore
 
 extend: $(READY) ## CLOUD=chameleon: prolong the stack's lease by HOURS= (default 24), within the site's rules
 	$(PY) -m stack extend

@@ -3,7 +3,10 @@ training package reads from it, typed here so both sides agree.
 
 - `stack.json`: the stack record (its name, cloud and state: "starting", "up", "down").
 - `endpoints.json`: written by the last play of `ansible/site.yml`: where clients reach MLflow,
-  Ray and the object store, and the files that hold their credentials (never the secrets)."""
+  Ray and the object store, and the files that hold their credentials (never the secrets).
+- `.stack/current`: the name of the stack the last `make up` was for, which commands given no
+  STACK_NAME or CLOUD are about (so `make up CLOUD=chameleon` is followed by a plain
+  `make train`)."""
 
 from __future__ import annotations
 
@@ -17,12 +20,27 @@ from core.paths import state_root
 
 STACK_RECORD = "stack.json"
 ENDPOINTS = "endpoints.json"
+CURRENT = "current"
 
 
 def stack_name(environ=None) -> str:
-    """The stack a command is about: STACK_NAME, else the cloud's name, else "local"."""
+    """The stack a command is about: STACK_NAME, else the cloud's name, else the stack the last
+    `make up` was for (while its folder is there), else "local"."""
     environ = os.environ if environ is None else environ
-    return environ.get("STACK_NAME") or environ.get("CLOUD") or "local"
+    return environ.get("STACK_NAME") or environ.get("CLOUD") or remembered() or "local"
+
+
+def remembered() -> str:
+    path = state_root() / CURRENT
+    name = path.read_text().strip() if path.is_file() else ""
+    return name if name and (stack_folder(name) / STACK_RECORD).is_file() else ""
+
+
+def remember(name: str) -> None:
+    """Make `name` the stack that commands given no STACK_NAME or CLOUD are about."""
+    tmp = state_root() / (CURRENT + ".tmp")
+    tmp.write_text(name + "\n")
+    tmp.replace(state_root() / CURRENT)
 
 
 def stack_folder(name: str) -> Path:

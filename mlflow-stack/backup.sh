@@ -37,6 +37,7 @@ if [[ "$ARTIFACTS" == s3://* ]]; then
   # rclone's on-the-fly S3 remote; env_auth: the keys come from AWS_* (backup.env), never argv.
   # rclone 1.60 (Debian 12) fails on an AWS_CA_BUNDLE in the environment: not needed here.
   remote=":s3,provider=Other,env_auth=true,no_check_bucket=true,endpoint='$S3_ENDPOINT_URL':${ARTIFACTS#s3://}"
+  mkdir -p "$DEST/artifacts"  # rclone makes no folder for an empty bucket
   env -u AWS_CA_BUNDLE rclone copy --quiet "$remote" "$DEST/artifacts"
   # Every object arrived whole (sizes, and hashes where the store gives them).
   env -u AWS_CA_BUNDLE rclone check --quiet --one-way "$remote" "$DEST/artifacts"

@@ -44,8 +44,7 @@ if [[ "$ARTIFACTS" == s3://* ]]; then
   WORK=$(mktemp -d)
   trap 'rm -rf "$WORK"' EXIT
   tar -C "$WORK" -xzf "$SRC/artifacts.tar.gz"
-  # acl='': no X-Amz-Acl header, which SeaweedFS refuses (403) to keys without ACL rights.
-  env -u AWS_CA_BUNDLE rclone copy --quiet "$WORK/artifacts" ":s3,provider=Other,env_auth=true,no_check_bucket=true,acl='',endpoint='$S3_ENDPOINT_URL':${ARTIFACTS#s3://}"
+  env -u AWS_CA_BUNDLE rclone copy --quiet "$WORK/artifacts" ":s3,provider=Other,env_auth=true,no_check_bucket=true,endpoint='$S3_ENDPOINT_URL':${ARTIFACTS#s3://}"
 else
   mkdir -p "$ARTIFACTS"
   tar -C "$ARTIFACTS" -xzf "$SRC/artifacts.tar.gz"

@@ -1,4 +1,5 @@
-"""Checking a backup folder on this machine before anything is deleted or restored.
+"""`make backup` and `make restore`, and the check of a backup folder on this machine before
+anything is deleted or restored.
 
 The services host checked the dumps (`pg_restore --list`) and archives and wrote SHA256SUMS
 (mlflow-stack/seal.sh); the manifest counts the files each archive holds. Here every file is
@@ -8,16 +9,72 @@ incomplete is never the only copy left."""
 from __future__ import annotations
 
 import hashlib
+import os
 import tarfile
 from pathlib import Path
 
 from core.errors import UserError
+from stack import playbook
+from stack.state import Stack
 
 CHECKSUMS = "SHA256SUMS"
 MANIFEST = "manifest.txt"
 # What every backup holds: both databases, MLflow's artifacts and the head's run records; the
 # checkpoints and datasets buckets come on top (bucket-<name>.tar.gz, named by the stack).
 ALWAYS = ("tracking.dump", "auth.dump", "artifacts.tar.gz", "run-records.tar.gz")
+
+
+def make(stack: Stack) -> Path:
+    """Back the stack's data up into .stack/backups/<name>/<dated folder> and verify the copy
+    here (a purge deletes nothing when this fails)."""
+    if not stack.is_up:
+        raise UserError(f"stack {stack.name!r} is not up; `make up` first, then `make backup`")
+    stack.backups.mkdir(mode=0o700, parents=True, exist_ok=True)
+    before = set(stack.backups.iterdir())
+    playbook.run(
+        "backup.yml",
+        stack.inventory,
+        stack.log_file("backup"),
+        {"stack_backup_dir": str(stack.backups)},
+        what="backing up the stack",
+    )
+    (folder,) = set(stack.backups.iterdir()) - before
+    for path in [folder, *folder.iterdir()]:
+        os.chmod(path, 0o700 if path.is_dir() else 0o600)
+    verify(folder, stack.display(folder), _buckets(stack))
+    return folder
+
+
+def restore(stack: Stack, given: str) -> Path:
+    """Put the backup folder BACKUP= names (a path, or a folder name under the stack's
+    backups) into the running stack, once it is verified; returns the folder."""
+    if not given:
+        raise UserError(
+            f"BACKUP= names the backup to restore: `make restore BACKUP=<folder>` "
+            f"(`ls {stack.display(stack.backups)}` lists this stack's)"
+        )
+    folder = Path(given).expanduser()
+    if not folder.is_dir() and (stack.backups / given).is_dir():
+        folder = stack.backups / given
+    if not folder.is_dir():
+        raise UserError(f"BACKUP={given} is not a folder; name one `make backup` wrote")
+    if not stack.is_up:
+        raise UserError(f"stack {stack.name!r} is not up; `make up` first, then `make restore`")
+    verify(folder, given, _buckets(stack))
+    playbook.run(
+        "restore.yml",
+        stack.inventory,
+        stack.log_file("restore"),
+        {"stack_restore_dir": str(folder.resolve())},
+        what=f"restoring {given}",
+    )
+    return folder
+
+
+def _buckets(stack: Stack) -> tuple[str, ...]:
+    """The checkpoints and datasets buckets every backup of this stack holds."""
+    named = stack.endpoints().s3_buckets if stack.endpoints() else {}
+    return tuple(named[b] for b in ("checkpoints", "datasets") if b in named)
 
 
 def problems(folder: Path, buckets: tuple[str, ...] = ()) -> list[str]:

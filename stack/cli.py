@@ -1,8 +1,9 @@
-"""Command line: `python -m stack up|status|down|backup` (what `make up` etc. run).
+"""Command line: `python -m stack up|status|down|backup|restore` (what `make up` etc. run).
 
 CLOUD=local (the default) puts every service on this machine; STACK_NAME names the stack
-(default: the cloud's name), whose state lives in .stack/<name>/. `down` keeps the data unless
-PURGE=1, which first backs it up into .stack/backups/<name>/. A user error prints one line and
+(default: the cloud's name, else the stack the last `make up` was for), whose state lives in
+.stack/<name>/. `down` keeps the data unless PURGE=1, which first backs it up (verified) into
+.stack/backups/<name>/; `restore` puts such a backup back. A user error prints one line and
 exits 2."""
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import time
 from rich.console import Console
 from rich.table import Table
 
+from core import state as core_state
 from core.errors import UserError
 from core.flags import flag
 from core.state import Endpoints
@@ -24,20 +26,29 @@ from stack import backups, health, inventory, playbook, ports
 from stack.confirm import confirm_purge
 from stack.lock import StackLock
 from stack.sim import flow as sim_flow
-from stack.state import CLOUDS, LOCK, Stack
+from stack.state import CLOUDS, LOCK, ROOT_ENTRIES, Stack
 
 EXIT_USER_ERROR = 2
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 
 
 def current_stack() -> Stack:
-    cloud = os.environ.get("CLOUD") or "local"
-    if cloud not in CLOUDS:
-        raise UserError(f"CLOUD={cloud} is not a target; use one of {', '.join(CLOUDS)}")
-    name = os.environ.get("STACK_NAME") or cloud
-    if name in ("embedded", "backups") or not name.replace("-", "").isalnum():
+    """The stack a command is about (core.state.stack_name) and its cloud: CLOUD=, else the
+    one the stack was made for, else local."""
+    given = os.environ.get("CLOUD") or ""
+    if given and given not in CLOUDS:
+        raise UserError(f"CLOUD={given} is not a target; use one of {', '.join(CLOUDS)}")
+    name = core_state.stack_name()
+    if name in ROOT_ENTRIES or not name.replace("-", "").isalnum():
         raise UserError(f"STACK_NAME={name!r} is not usable; pick letters, digits and dashes")
-    return Stack(name, cloud)
+    record = core_state.StackRecord.read(core_state.stack_folder(name))
+    made_for = record.cloud if record else ""
+    if given and made_for and given != made_for:
+        raise UserError(
+            f"stack {name!r} is a CLOUD={made_for} stack; drop CLOUD= to use it, or name "
+            "another stack with STACK_NAME="
+        )
+    return Stack(name, given or made_for or "local")
 
 
 def up(stack: Stack) -> None:
@@ -102,7 +113,7 @@ def down(stack: Stack, purge: bool) -> None:
                 "running: run `make up`, then `make down PURGE=1`"
             )
         try:
-            folder = backup(stack)
+            folder = backups.make(stack)
         except UserError as exc:
             raise UserError(f"{exc}; nothing was deleted and the stack still runs") from None
         console.print(f"backed up to {stack.display(folder)} (verified)")
@@ -135,29 +146,6 @@ def down(stack: Stack, purge: bool) -> None:
             f"stack [bold]{stack.name}[/] is down; its data is kept "
             "(`make up` brings it back, `make down PURGE=1` deletes it)"
         )
-
-
-def backup(stack: Stack):
-    """Back the stack's data up into .stack/backups/<name>/<dated folder> and verify the copy
-    here (a purge deletes nothing when this fails)."""
-    if not stack.is_up:
-        raise UserError(f"stack {stack.name!r} is not up; `make up` first, then `make backup`")
-    stack.backups.mkdir(mode=0o700, parents=True, exist_ok=True)
-    before = set(stack.backups.iterdir())
-    playbook.run(
-        "backup.yml",
-        stack.inventory,
-        stack.log_file("backup"),
-        {"stack_backup_dir": str(stack.backups)},
-        what="backing up MLflow",
-    )
-    (folder,) = set(stack.backups.iterdir()) - before
-    for path in [folder, *folder.iterdir()]:
-        os.chmod(path, 0o700 if path.is_dir() else 0o600)
-    named = stack.endpoints().s3_buckets if stack.endpoints() else {}
-    buckets = tuple(named[b] for b in ("checkpoints", "datasets") if b in named)
-    backups.verify(folder, stack.display(folder), buckets)
-    return folder
 
 
 def _now() -> str:
@@ -203,15 +191,15 @@ def _chameleon(stack: Stack, command: str, purge: bool) -> None:
     elif command == "down":
         # The tracking data is backed up before the compute (and its disks) go.
         flow.down(stack, dry_run, purge, backup=_backed_up)
-    elif command == "backup":
-        console.print(f"backup written to {stack.display(backup(stack))} (verified)")
+    elif command in ("backup", "restore"):
+        _data(stack, command)
     else:
         getattr(flow, command)(stack)
 
 
 def _backed_up(stack: Stack) -> None:
     try:
-        folder = backup(stack)
+        folder = backups.make(stack)
     except UserError as exc:
         raise UserError(f"{exc}; nothing was destroyed and the stack still runs") from None
     console.print(f"backed up to {stack.display(folder)} (verified)")
@@ -234,7 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("up", help="configure the stack (again); prints its URLs and logins")
     sub.add_parser("status", help="what is up, the health of each service, URLs")
     sub.add_parser("down", help="stop the services; PURGE=1 also deletes the data (backed up)")
-    sub.add_parser("backup", help="back MLflow's databases and artifacts up")
+    sub.add_parser("backup", help="back the databases, artifacts, buckets, run records up")
+    sub.add_parser("restore", help="put the backup BACKUP= names into the running stack")
     sub.add_parser("extend", help="CLOUD=chameleon: prolong the lease by HOURS=")
     sub.add_parser("tunnel", help="CLOUD=chameleon: SSH tunnels to MLflow, Ray, the object store")
     args = parser.parse_args(argv)
@@ -248,10 +237,13 @@ def main(argv: list[str] | None = None) -> int:
         made: list = []
         try:
             with _lock(stack, args.command, dry_run, made):
-                return _dispatch(stack, args.command, purge)
+                code = _dispatch(stack, args.command, purge)
         except BaseException:
             stack.undo_create(made)
             raise
+        if args.command == "up" and not dry_run:
+            core_state.remember(stack.name)  # the stack later commands without STACK_NAME use
+        return code
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
@@ -267,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
 def _lock(stack: Stack, command: str, dry_run: bool, made: list):
     """The stack's lock for the commands that change it; taken before Ansible or Terraform.
     `made` gets the folders made for it, which a refused command removes again."""
-    if command not in ("up", "down", "backup") or dry_run:
+    if command not in ("up", "down", "backup", "restore") or dry_run:
         return contextlib.nullcontext()
     if command == "up":
         made += stack.create()
@@ -290,5 +282,22 @@ def _dispatch(stack: Stack, command: str, purge: bool) -> int:
     elif command == "down":
         down(stack, purge=purge)
     else:
-        console.print(f"backup written to {stack.display(backup(stack))} (verified)")
+        _data(stack, command)
     return 0
+
+
+def _data(stack: Stack, command: str) -> None:
+    """`make backup` and `make restore`."""
+    if command == "backup":
+        console.print(f"backup written to {stack.display(backups.make(stack))} (verified)")
+        return
+    if stack.cloud == "local":
+        _need_root()
+    folder = backups.restore(stack, os.environ.get("BACKUP", "").strip())
+    console.print(
+        f"restored {stack.display(folder)} into stack [bold]{stack.name}[/]: its runs, models, "
+        "checkpoints and run records are back; the logins are this stack's own"
+    )
+    # Elsewhere the services answer through `make tunnel`.
+    if stack.cloud == "local" and (endpoints := stack.endpoints()):
+        _report(stack, endpoints, health.wait_healthy(endpoints))

@@ -40,7 +40,7 @@ WRITTEN = (
     "wheels",  # the training package built for the Ray nodes (the ray role)
 )
 # What may sit in STACK_DIR besides stack folders (the embedded target's runs, the backups).
-ROOT_ENTRIES = ("embedded", "backups", MARKER)
+ROOT_ENTRIES = ("embedded", "backups", state.CURRENT, MARKER)
 
 
 def state_root_as_given() -> Path:

@@ -175,6 +175,50 @@ def test_a_purge_whose_backup_cannot_be_verified_deletes_nothing(tmp_path, stand
     assert (state_dir / "backups" / "local" / "20260101-000000" / "tracking.dump").exists()
 
 
+# --- make restore ----------------------------------------------------------------------------
+def sealed_backup(tmp_path: Path, standin: dict, state_dir: Path, **settings) -> Path:
+    """A backup folder as `make backup` leaves one (through the stand-in)."""
+    proc = run_stack(state_dir, "backup", **settings, **standin)
+    assert proc.returncode == (2 if settings else 0), proc.stdout + proc.stderr
+    return state_dir / "backups" / "local" / "20260101-000000"
+
+
+@pytest.mark.parametrize(
+    ("backup", "expected"),
+    [
+        (None, "BACKUP= names the backup to restore"),
+        ("missing", "BACKUP=missing is not a folder"),
+        ("damaged", "cannot be verified: tracking.dump does not match its checksum"),
+    ],
+)
+def test_restore_refuses_a_missing_or_damaged_backup_and_changes_nothing(
+    tmp_path, standin, backup, expected
+):
+    state_dir = tmp_path / "state"
+    make_stack(state_dir)
+    settings = {}
+    if backup == "damaged":
+        settings["BACKUP"] = str(sealed_backup(tmp_path, standin, state_dir, STANDIN_DAMAGE="1"))
+    elif backup:
+        settings["BACKUP"] = backup
+    asked_before = asked(standin)
+    proc = run_stack(state_dir, "restore", **settings, **standin)
+    assert expected in refused(proc)
+    assert asked(standin) == asked_before  # restore.yml never ran
+
+
+def test_restore_takes_a_backup_by_its_folder_name(tmp_path, standin):
+    state_dir = tmp_path / "state"
+    make_stack(state_dir)
+    sealed_backup(tmp_path, standin, state_dir)
+    proc = run_stack(state_dir, "restore", BACKUP="20260101-000000", **standin)
+    # The stand-in stack has no services to report on, but restore.yml ran with the folder.
+    assert "restore.yml" in asked(standin), proc.stdout + proc.stderr
+    assert proc.returncode == 0, proc.stderr
+    assert "restored " in proc.stdout and "20260101-000000 into stack local" in proc.stdout
+    assert str(state_dir / "backups" / "local" / "20260101-000000") in asked(standin)
+
+
 # --- the state folder ------------------------------------------------------------------------
 def usr_like(root: Path) -> Path:
     for sub in ("bin", "lib", "share", "local/bin", "local/lib"):

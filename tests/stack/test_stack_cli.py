@@ -1,14 +1,17 @@
 """End to end on this machine, through make as a user types it:
 
-make up (SeaweedFS the object store) -> make up (no changes) -> make train TASK=classify (a Ray
-job on the stack) -> the run, its metrics and model on the stack's MLflow (REST, generated login;
-401 without), its checkpoints and model objects in their buckets, the job's environment without
-any admin secret, each S3 identity refused outside its buckets -> make backup holds the buckets
--> make bench
-on the stack, its report copied back -> Ctrl-C leaves a job running, make cancel stops it ->
-make status names a stopped service, make up repairs it -> bad settings fail before submission
--> make down (ports free, again harmless) -> make up refused while a port is taken -> make up
--> the run is still there -> make down PURGE=1 (backup first, data gone).
+make up (SeaweedFS the object store, HF_TOKEN set) -> make up (no changes) -> make train
+TASK=classify (a Ray job on the stack) -> the run, its metrics and model on the stack's MLflow
+(REST, generated login; 401 without), its checkpoints and model objects in their buckets, the
+job's environment without any admin secret, HF_TOKEN for the job's code but not in any job the
+Jobs API shows, each S3 identity refused outside its buckets -> make backup holds the buckets
+-> make bench on the stack, its report copied back -> Ctrl-C leaves a job running, make cancel
+stops it after a checkpoint -> make status names a stopped service, make up repairs it -> bad
+settings fail before submission -> make down (ports free, again harmless) -> make up refused
+while a port is taken -> make up -> the run is still there -> make down PURGE=1 (verified backup
+first, the stack's data gone, a database of the user's in Debian's own cluster kept) -> a fresh
+make up -> make restore -> the runs, model and checkpoints are back under the new logins and the
+killed run continues with RESUME=1 -> make down PURGE=1.
 
 The tests run in file order and share one stack in a state folder of their own.
 """
@@ -123,6 +126,11 @@ def s3(stack_dir: Path, identity: str):
 def objects(stack_dir: Path, bucket: str, prefix: str) -> list[str]:
     listing = s3(stack_dir, "admin").list_objects_v2(Bucket=bucket, Prefix=prefix)
     return [o["Key"] for o in listing.get("Contents", [])]
+
+
+def snapshot_key(run_name: str) -> str:
+    """Ray Train's record of a run's committed checkpoints, in the checkpoints bucket."""
+    return f"checkpoints/{run_name}/checkpoint_manager_snapshot.json"
 
 
 def listening(port: int) -> bool:
@@ -294,11 +302,13 @@ def test_bench_runs_on_the_stack_and_its_report_comes_back(stack_dir, tmp_path):
     assert (report.parent / "results.csv").is_file()
 
 
-def test_ctrl_c_leaves_the_job_running_and_cancel_stops_it(stack_dir):
+def test_ctrl_c_leaves_the_job_running_and_cancel_stops_it(stack_dir, trained):
     env = make_env(stack_dir)
+    trained["killed"] = f"stack-killed-{int(time.time())}"  # continued after the restore below
+    train = ["train", "TASK=classify", f"RUN_NAME={trained['killed']}", "max_steps=100000"]
     # Its own process group, which gets the SIGINT a terminal's Ctrl-C would send.
     proc = subprocess.Popen(
-        ["make", "--no-print-directory", "train", "TASK=classify", "max_steps=100000"],
+        ["make", "--no-print-directory", *train, "save_steps=20", "logging_steps=5"],
         cwd=REPO,
         env=env,
         text=True,
@@ -320,13 +330,11 @@ def test_ctrl_c_leaves_the_job_running_and_cancel_stops_it(stack_dir):
     token = {"Authorization": f"Bearer {secret(stack_dir, 'ray_auth_token')}"}
     assert get(f"{ray}/api/jobs/{job}", token)[1]["status"] in ("PENDING", "RUNNING")
 
-    # Once the job is training (its run has a loss), stop it: the run ends KILLED.
+    # Once the job has committed a checkpoint, stop it: the run ends KILLED.
     of_job = f"tags.ray_job_id = '{job}'"
     deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        runs = classify_runs(stack_dir, of_job)
-        if runs and any(m["key"] == "train/loss" for m in runs[0]["data"].get("metrics", [])):
-            break
+    while not objects(stack_dir, "ray-checkpoints", snapshot_key(trained["killed"])):
+        assert time.monotonic() < deadline, "no checkpoint after 300 s"
         time.sleep(2)
     cancel = make(stack_dir, "cancel", f"JOB={job}")
     assert cancel.returncode == 0, tail(cancel)
@@ -430,4 +438,56 @@ def test_down_purge_backs_up_then_deletes_the_data(stack_dir, users_own_database
     assert not Path("/etc/postgresql/15/mlops").exists()
     # The host's own cluster and the user's database in it are untouched.
     assert users_own_database("SELECT body FROM notes", "users_own") == "keep me"
+    assert not [port for port in PORTS if listening(port)]
+
+
+def test_restore_brings_the_purged_stack_back_and_resume_continues(stack_dir, trained):
+    # A fresh stack: new secrets, empty databases and buckets.
+    proc = make(stack_dir, "up")
+    assert proc.returncode == 0, tail(proc)
+    assert mlflow(stack_dir, "experiments/get-by-name?experiment_name=classify")[0] == 404
+    (backup,) = (stack_dir / "backups" / "local").iterdir()
+    proc = make(stack_dir, "restore", f"BACKUP={backup}")
+    assert proc.returncode == 0, tail(proc)
+    assert "are back; the logins are this stack's own" in proc.stdout, tail(proc)
+    assert "failing" not in proc.stdout, proc.stdout
+    # The runs and the model, read with this stack's own admin password (mlflow() reads it).
+    (run,) = classify_runs(stack_dir, f"attributes.run_name = '{trained['name']}'")
+    assert run["info"]["run_id"] == trained["run_id"]
+    assert run["info"]["status"] == "FINISHED"
+    status, body = mlflow(stack_dir, "registered-models/get?name=classify")
+    assert status == 200, body
+    versions = body["registered_model"]["latest_versions"]
+    assert any(v["run_id"] == trained["run_id"] for v in versions), versions
+    artifacts = objects(stack_dir, "mlflow-artifacts", "artifacts/")
+    assert any(key.endswith("MLmodel") for key in artifacts), artifacts[:20]
+    assert objects(stack_dir, "ray-checkpoints", f"checkpoints/{trained['name']}/")
+
+    # The run killed before the purge continues from its restored checkpoint and run record.
+    killed = trained["killed"]
+    body = s3(stack_dir, "admin").get_object(Bucket="ray-checkpoints", Key=snapshot_key(killed))
+    killed_at = json.loads(body["Body"].read())["latest_checkpoint_result"]["metrics"]["step"]
+    (before,) = classify_runs(stack_dir, f"attributes.run_name = '{killed}'")
+    query = f"metrics/get-history?run_id={before['info']['run_id']}&metric_key=train/loss"
+    logged = max(m["step"] for m in mlflow(stack_dir, query)[1]["metrics"])
+    # Ray resumes from the latest checkpoint its controller registered, which may be older than
+    # the last point the cancelled run logged; the history must go on from there either way.
+    end = logged + 20
+    proc = make(stack_dir, "train", "TASK=classify", "RESUME=1", f"RUN_NAME={killed}",
+                f"max_steps={end}", timeout=900)  # fmt: skip
+    assert proc.returncode == 0, tail(proc)
+    assert f"continuing run {killed}" in proc.stdout, tail(proc)
+    (run,) = classify_runs(stack_dir, f"attributes.run_name = '{killed}'")
+    assert run["info"]["status"] == "FINISHED"
+    tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
+    assert tags["resumed_from_step"] == str(killed_at)
+    steps = [m["step"] for m in mlflow(stack_dir, query)[1]["metrics"]]
+    assert sorted(steps) == list(range(5, end + 1, 5))  # no gap, no repeat
+
+
+def test_down_purge_after_the_restore_leaves_nothing_running(stack_dir):
+    shutil.rmtree(stack_dir / "backups")
+    proc = make(stack_dir, "down", "PURGE=1", "CONFIRM=local")
+    assert proc.returncode == 0, tail(proc)
+    assert not state(stack_dir).exists()
     assert not [port for port in PORTS if listening(port)]
