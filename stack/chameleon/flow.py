@@ -1,7 +1,8 @@
 """`make up|status|down|extend|tunnel CLOUD=chameleon`.
 
 up: lease -> terraform apply (the volume's state, then infra's) -> wait for SSH (host keys
-pinned) -> inventory -> configure (the same site.yml as every target). Each step is recorded
+pinned) -> inventory -> configure (the same site.yml as every target) -> health (MLflow, Ray
+and the object store through an SSH tunnel of the check's own). Each step is recorded
 in the stack's record, and every step is safe to run again: a second `make up` after a
 failure continues with the same lease, never a second one.
 down: back up (a hook the CLI passes) -> terraform destroy infra -> delete the lease ->
@@ -22,7 +23,7 @@ from rich.console import Console
 
 from core.errors import UserError
 from stack.chameleon import access as ssh
-from stack.chameleon import credentials, settings, sites
+from stack.chameleon import credentials, probe, settings, sites
 from stack.chameleon import inventory as chameleon_inventory
 from stack.chameleon import terraform as tf
 from stack.chameleon.lease import Lease, LeaseRequest, Leases
@@ -180,6 +181,21 @@ def up(stack: Stack, dry_run: bool, configure: Callable[[Path], None]) -> None:
     configure(stack.inventory)
     ssh.point_clients_at_tunnels(stack.endpoints_file)
     _step_done(stack, "configure")
+
+    (services,) = inventory["all"]["children"]["services"]["hosts"].values()
+    checks = probe.check(
+        stack.endpoints(), way_in, services["stack_private_address"], chosen.health_timeout
+    )
+    for c in checks:
+        mark = "ok" if c.healthy else "failing"
+        console.print(f"  {c.service:14} {mark:8} {c.url:24} {c.detail}", markup=False)
+    if failing := [c for c in checks if not c.healthy]:
+        c = failing[0]
+        raise UserError(
+            f"{c.service} is not healthy: {c.detail}; its log on the services host: {c.log} "
+            "(`make up` again repairs what drifted)"
+        )
+    _step_done(stack, "health")
     stack.save_record(state="up")
     console.print(
         f"stack [bold]{stack.name}[/] is up at {chosen.site.name}; lease ends "
@@ -363,8 +379,8 @@ def status(stack: Stack) -> None:
         f"{record.get('state', 'unknown')} since {record.get('updated', '?')}"
     )
     steps = rec.get("steps", {})
-    done = [step for step in ("lease", "volume", "infra", "ssh", "inventory", "configure")
-            if step in steps]  # fmt: skip
+    order = ("lease", "volume", "infra", "ssh", "inventory", "configure", "health")
+    done = [step for step in order if step in steps]
     console.print(f"steps done: {', '.join(done) or 'none'}")
     if not rec.get("lease_id"):
         console.print("no lease: `make up` makes one")

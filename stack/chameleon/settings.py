@@ -1,7 +1,7 @@
 """The make variables of `CLOUD=chameleon`, read and checked before anything is contacted:
 SITE, GPU_FLAVOR (KVM) or NODE_TYPE (bare metal), GPU_NODES, LEASE_HOURS, SSH_ALLOWED_CIDR
-(with ALLOW_SSH_FROM_ANYWHERE=1 for 0.0.0.0/0), HOURS (extend), LEASE_TIMEOUT and
-SSH_TIMEOUT (seconds)."""
+(with ALLOW_SSH_FROM_ANYWHERE=1 for 0.0.0.0/0), HOURS (extend), LEASE_TIMEOUT, SSH_TIMEOUT
+and HEALTH_TIMEOUT (seconds)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ DEFAULT_LEASE_HOURS = 8  # a working day; `make extend` adds more
 DEFAULT_EXTEND_HOURS = 24
 DEFAULT_LEASE_TIMEOUT = 900  # seconds for a lease to go ACTIVE
 DEFAULT_SSH_TIMEOUT = 1200  # bare metal boots in 7 to 10 minutes
+DEFAULT_HEALTH_TIMEOUT = 90  # for the services to answer through the tunnel after configure
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,7 @@ class Settings:
     allow_ssh_from_anywhere: bool
     lease_timeout: float
     ssh_timeout: float
+    health_timeout: float
 
 
 def _env(name: str) -> str:
@@ -81,6 +83,7 @@ def for_up(recorded_site: str | None = None) -> Settings:
         allow_ssh_from_anywhere=anywhere,
         lease_timeout=_int("LEASE_TIMEOUT", DEFAULT_LEASE_TIMEOUT, 1, 86400, "seconds"),
         ssh_timeout=_int("SSH_TIMEOUT", DEFAULT_SSH_TIMEOUT, 0, 86400, "seconds"),
+        health_timeout=_int("HEALTH_TIMEOUT", DEFAULT_HEALTH_TIMEOUT, 0, 3600, "seconds"),
     )
 
 

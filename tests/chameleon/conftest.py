@@ -20,7 +20,7 @@ SECRET = "standin-secret-Zq81vXk0"  # must never show up in output, files or chi
 KNOBS = (
     "CLOUD", "STACK_NAME", "SITE", "GPU_FLAVOR", "NODE_TYPE", "GPU_NODES", "LEASE_HOURS",
     "SSH_ALLOWED_CIDR", "ALLOW_SSH_FROM_ANYWHERE", "HOURS", "DRY_RUN", "PURGE", "CONFIRM",
-    "LEASE_TIMEOUT", "SSH_TIMEOUT", "TERRAFORM", "ANSIBLE_VENV", "STACK_DIR",
+    "LEASE_TIMEOUT", "SSH_TIMEOUT", "HEALTH_TIMEOUT", "TERRAFORM", "ANSIBLE_VENV", "STACK_DIR",
 )  # fmt: skip
 
 
@@ -102,9 +102,38 @@ elif action == "output":
 '''
 
 STUB_SSH = """\
-#!/bin/sh
-# STAND-IN ssh: no stack host exists here; record the call and succeed.
-echo "$@" >> "$STUB_SSH_LOG"
+#!{python}
+# STAND-IN ssh: no stack host exists here; record the call and succeed. The health check's
+# tunnel (-N with forwards from free local ports) is served here by stand-ins for the remote
+# MLflow, Ray dashboard and SeaweedFS (STUB_FAILING=mlflow: MLflow's /health answers 503) until
+# the check ends it; `make tunnel`'s own forwards (the services' port numbers) are only recorded.
+import http.server, json, os, sys, threading
+with open(os.environ["STUB_SSH_LOG"], "a") as log:
+    log.write(" ".join(sys.argv[1:]) + "\\n")
+forwards = [int(a.split(":")[1]) for a in sys.argv[1:] if a.count(":") == 3]
+if "-N" not in sys.argv or not forwards or {{5000, 8265, 8333}} & set(forwards):
+    sys.exit(0)
+ANSWERS = {{
+    "/health": (503, "") if os.environ.get("STUB_FAILING") == "mlflow" else (200, "OK"),
+    "/api/2.0/mlflow/experiments/search": (200, json.dumps({{"experiments": []}})),
+    "/api/version": (200, json.dumps({{"ray_version": "stand-in"}})),
+    "/api/jobs/": (200, "[]"),
+    "/healthz": (200, ""),
+}}
+class Services(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        status, body = ANSWERS.get(self.path.split("?")[0], (200, ""))
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body.encode())
+    do_HEAD = do_GET  # S3's HeadBucket
+    def log_message(self, *args):
+        pass
+for port in forwards:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Services)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+threading.Event().wait()
 """
 
 STUB_ANSIBLE = """\
@@ -117,14 +146,20 @@ with open(os.environ["STUB_ANSIBLE_LOG"], "a") as log:
     log.write(" ".join(sys.argv[1:]) + "\\n")
 if any(arg.endswith("site.yml") for arg in sys.argv):
     state = os.path.dirname(sys.argv[sys.argv.index("-i") + 1])
-    token = os.path.join(state, "secrets", "ray_auth_token")
-    with open(token, "w") as out:
-        out.write("standin-ray-token\\n")
+    secrets = {name: os.path.join(state, "secrets", name) for name in
+               ("ray_auth_token", "mlflow_admin_password", "seaweedfs_training_secret_key")}
+    for path in secrets.values():
+        with open(path, "w") as out:
+            out.write("standin-secret\\n")
     endpoints = {
         "mlflow_tracking_uri": "http://10.52.0.10:5000", "mlflow_username": "admin",
-        "mlflow_password_file": os.path.join(state, "secrets", "mlflow_admin_password"),
-        "ray_address": "http://10.52.0.10:8265", "ray_auth_token_file": token,
+        "mlflow_password_file": secrets["mlflow_admin_password"],
+        "ray_address": "http://10.52.0.10:8265", "ray_auth_token_file": secrets["ray_auth_token"],
         "object_store": "seaweedfs", "s3_endpoint": "http://10.52.0.10:8333",
+        "s3_access_key_id": "stack-training",
+        "s3_secret_key_file": secrets["seaweedfs_training_secret_key"],
+        "s3_buckets": {"artifacts": "mlflow-artifacts", "checkpoints": "ray-checkpoints",
+                       "datasets": "datasets"},
     }
     with open(os.path.join(state, "endpoints.json"), "w") as out:
         json.dump(endpoints, out)
@@ -134,9 +169,11 @@ if any(arg.endswith("backup.yml") for arg in sys.argv):
     os.makedirs(folder)
     # Sealed as seal.sh seals it: archives counted in the manifest, every file in SHA256SUMS.
     import hashlib, io, tarfile
-    files = {"tracking.dump": b"dump", "auth.dump": b"dump",
-             "manifest.txt": b"objects.artifacts.tar.gz=0\\nobjects.run-records.tar.gz=0\\n"}
-    for name in ("artifacts.tar.gz", "run-records.tar.gz"):
+    archives = ("artifacts.tar.gz", "run-records.tar.gz", "bucket-ray-checkpoints.tar.gz",
+                "bucket-datasets.tar.gz")
+    manifest = "".join(f"objects.{name}=0\\n" for name in archives)
+    files = {"tracking.dump": b"dump", "auth.dump": b"dump", "manifest.txt": manifest.encode()}
+    for name in archives:
         buffer = io.BytesIO()
         tarfile.open(fileobj=buffer, mode="w:gz").close()
         files[name] = buffer.getvalue()
@@ -162,7 +199,7 @@ def stubs(tmp_path) -> dict[str, Path]:
     (ansible / "bin").mkdir(parents=True)
     bin_dir.mkdir()
     _script(bin_dir / "terraform", STUB_TERRAFORM.format(python=sys.executable))
-    _script(bin_dir / "ssh", STUB_SSH)
+    _script(bin_dir / "ssh", STUB_SSH.format(python=sys.executable))
     _script(ansible / "bin" / "ansible-playbook", STUB_ANSIBLE)
     return {
         "bin": bin_dir,

@@ -48,6 +48,16 @@ def with_stubs(stubs, **settings) -> dict:
     }
 
 
+def made_stack(standin, home, tmp_path, stubs, **extra) -> tuple:
+    """A stack `make up` made against the stand-in: its state folder and the settings used."""
+    path = clouds_yaml(tmp_path / "clouds.yaml", standin.url)
+    state = tmp_path / "state"
+    settings = with_stubs(stubs, OS_CLIENT_CONFIG_FILE=str(path), **extra)
+    up = stack_cli(home, state, "up", **settings)
+    assert up.returncode == 0, up.stdout + up.stderr
+    return state, settings
+
+
 # --- DRY_RUN --------------------------------------------------------------------------------
 def test_dry_run_up_on_kvm_prints_the_plan_and_contacts_nothing(standin, home, tmp_path):
     path = clouds_yaml(tmp_path / "clouds.yaml", standin.url)
@@ -161,7 +171,7 @@ def test_up_interrupted_after_the_lease_continues_with_the_same_lease(
     record = json.loads((state / "chameleon" / "stack.json").read_text())
     assert record["state"] == "up"
     assert set(record["chameleon"]["steps"]) == {
-        "lease", "volume", "infra", "ssh", "inventory", "configure"}  # fmt: skip
+        "lease", "volume", "infra", "ssh", "inventory", "configure", "health"}  # fmt: skip
 
     folder = state / "chameleon"
     tfvars_file = folder / "terraform" / "infra" / "terraform.tfvars.json"
@@ -243,21 +253,41 @@ def test_up_interrupted_after_the_lease_continues_with_the_same_lease(
     assert actions.count("destroy") == 1  # infra only: the volume is kept
 
 
-def test_status_warns_when_the_lease_ends_soon(standin, home, tmp_path, stubs):
+def test_up_checks_the_services_through_a_tunnel_and_names_a_failing_one(
+    standin, home, tmp_path, stubs
+):
     path = clouds_yaml(tmp_path / "clouds.yaml", standin.url)
     state = tmp_path / "state"
-    settings = with_stubs(stubs, OS_CLIENT_CONFIG_FILE=str(path), LEASE_HOURS="1")
-    assert stack_cli(home, state, "up", **settings).returncode == 0
+    settings = with_stubs(stubs, OS_CLIENT_CONFIG_FILE=str(path), HEALTH_TIMEOUT="3")
+    failing = stack_cli(home, state, "up", STUB_FAILING="mlflow", **settings)
+    line = one_error_line(failing)
+    assert "MLflow is not healthy: /health answered 503" in line, line
+    record = json.loads((state / "chameleon" / "stack.json").read_text())
+    assert record["state"] != "up" and "health" not in record["chameleon"]["steps"]
+    # The check's tunnel forwards free local ports to the services host, and was closed.
+    (probe,) = [c for c in stubs["ssh_log"].read_text().splitlines() if " -N " in f" {c} "]
+    assert ":10.52.0.10:5000 " in probe and ":10.52.0.10:8265 " in probe, probe
+    assert "-L 127.0.0.1:5000:" not in probe
+    assert not subprocess.run(["pgrep", "-f", probe], capture_output=True).stdout
+
+    healthy = stack_cli(home, state, "up", **settings)  # the repair continues
+    assert healthy.returncode == 0, healthy.stderr
+    for service in ("MLflow", "Ray", "SeaweedFS"):
+        (row,) = [r for r in healthy.stdout.splitlines() if r.strip().startswith(service)]
+        assert " ok " in row and "http://127.0.0.1:" in row, row
+    assert "http://127.0.0.1:5000" in healthy.stdout  # shown as `make tunnel` gives it
+    assert len(standin.leases) == 1
+
+
+def test_status_warns_when_the_lease_ends_soon(standin, home, tmp_path, stubs):
+    state, settings = made_stack(standin, home, tmp_path, stubs, LEASE_HOURS="1")
     status = stack_cli(home, state, "status", **settings)
     assert "warning: under 2 h left" in status.stdout
     assert "`make extend HOURS=24` prolongs it" in status.stdout
 
 
 def test_tunnel_forwards_the_services_through_the_pinned_gateway(standin, home, tmp_path, stubs):
-    path = clouds_yaml(tmp_path / "clouds.yaml", standin.url)
-    state = tmp_path / "state"
-    settings = with_stubs(stubs, OS_CLIENT_CONFIG_FILE=str(path))
-    assert stack_cli(home, state, "up", **settings).returncode == 0
+    state, settings = made_stack(standin, home, tmp_path, stubs)
     fip = standin.floating_ips[0]["floating_ip_address"]
 
     tunnel = stack_cli(home, state, "tunnel", **settings)
@@ -273,7 +303,8 @@ def test_tunnel_forwards_the_services_through_the_pinned_gateway(standin, home, 
 def training_cli(home, state, *args: str, **settings: str):
     """`python -m training ...` (what `make train` runs) on this machine, as the user."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
-    env.update(PYTHONPATH=str(REPO), STACK_DIR=str(state), CLOUD="chameleon", **settings)
+    env.update(PYTHONPATH=str(REPO), STACK_DIR=str(state), CLOUD="chameleon")
+    env.update(settings)
     return subprocess.run([sys.executable, "-m", "training", *args], cwd=home, env=env,
                           capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
 
@@ -281,10 +312,7 @@ def training_cli(home, state, *args: str, **settings: str):
 def test_train_reaches_the_stack_through_the_tunnel_and_learns_the_lease(
     standin, home, tmp_path, stubs
 ):
-    path = clouds_yaml(tmp_path / "clouds.yaml", standin.url)
-    state = tmp_path / "state"
-    settings = with_stubs(stubs, OS_CLIENT_CONFIG_FILE=str(path))
-    assert stack_cli(home, state, "up", **settings).returncode == 0
+    state, settings = made_stack(standin, home, tmp_path, stubs)
     endpoints = json.loads((state / "chameleon" / "endpoints.json").read_text())
     # This machine reaches the services at the tunnels' local ends; the private URLs are kept.
     assert endpoints["ray_address"] == "http://127.0.0.1:8265"
@@ -309,11 +337,28 @@ def test_train_reaches_the_stack_through_the_tunnel_and_learns_the_lease(
     assert "open the tunnels with `make tunnel` in another terminal" in line, line
 
 
+def test_commands_without_cloud_are_about_the_stack_the_last_up_was_for(
+    standin, home, tmp_path, stubs
+):
+    state, settings = made_stack(standin, home, tmp_path, stubs)
+    assert (state / "current").read_text().strip() == "chameleon"
+    unset = {**settings, "CLOUD": ""}
+    status = stack_cli(home, state, "status", **unset)
+    assert status.returncode == 0, status.stderr
+    assert "stack chameleon (CLOUD=chameleon, KVM@TACC): up" in status.stdout, status.stdout
+    dry = training_cli(home, state, "train", TASK="classify", DRY_RUN="1", CLOUD="")
+    assert dry.returncode == 0, dry.stderr
+    assert "Ray Jobs API at http://127.0.0.1:8265" in dry.stdout, dry.stdout
+    # Naming the stack with another cloud is a mistake, said in one line.
+    wrong = stack_cli(
+        home, state, "status", **{**unset, "CLOUD": "local", "STACK_NAME": "chameleon"}
+    )
+    line = one_error_line(wrong)
+    assert "stack 'chameleon' is a CLOUD=chameleon stack; drop CLOUD=" in line, line
+
+
 def test_down_lists_what_is_left_with_the_command_to_remove_it(standin, home, tmp_path, stubs):
-    path = clouds_yaml(tmp_path / "clouds.yaml", standin.url)
-    state = tmp_path / "state"
-    settings = with_stubs(stubs, OS_CLIENT_CONFIG_FILE=str(path))
-    assert stack_cli(home, state, "up", **settings).returncode == 0
+    state, settings = made_stack(standin, home, tmp_path, stubs)
     # Something Terraform did not remove (made by hand, or a destroy that half failed).
     standin.servers.append({"id": "9f1d2c3b-0000-4000-8000-000000000001",
                             "name": "chameleon-gpu-1", "status": "ERROR"})  # fmt: skip

@@ -1,0 +1,102 @@
+"""`make up`'s last step on Chameleon: the services checked from this machine the way a user
+reaches them, through an SSH tunnel of the check's own. It forwards free local ports (an open
+`make tunnel`, or another program on 5000/8265/8333, is no matter) and is closed afterwards.
+PostgreSQL is not tunnelled; MLflow's check reads the experiments, which goes through it."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+
+from core.errors import UserError
+from core.state import Endpoints
+from stack import health
+from stack.chameleon import access
+
+STARTUP_S = 30  # for ssh to log in through the gateway and listen on every forwarded port
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def _answers(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@contextlib.contextmanager
+def tunnel(way_in: access.Access, services_address: str) -> Iterator[dict[str, int]]:
+    """SSH forwards from free local ports to the tunnelled services; yields {endpoints field:
+    local port}. The ssh process is this function's own and is ended on the way out."""
+    fields = [field for _, _, _, field in access.TUNNELLED]
+    remote = dict(zip(fields, access.tunnelled_ports().values(), strict=True))
+    local = dict(zip(fields, free_ports(len(fields)), strict=True))
+    forwards = []
+    for field in fields:
+        forwards += ["-L", f"127.0.0.1:{local[field]}:{services_address}:{remote[field]}"]
+    cmd = ["ssh", "-N", "-o", "ExitOnForwardFailure=yes", *forwards,
+           *way_in.ssh_args(way_in.gateway)]  # fmt: skip
+    proc = subprocess.Popen(
+        cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.monotonic() + STARTUP_S
+        while not all(_answers(port) for port in local.values()):
+            if proc.poll() is not None:
+                last = (proc.stderr.read().strip().splitlines() or ["no output"])[-1]
+                raise UserError(
+                    f"the SSH tunnel for the health check ended (exit {proc.returncode}: {last}); "
+                    "`make up` again retries it"
+                )
+            if time.monotonic() > deadline:
+                raise UserError(
+                    f"the SSH tunnel for the health check did not open within {STARTUP_S} s; "
+                    "`make up` again retries it"
+                )
+            time.sleep(0.5)
+        yield local
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def check(
+    endpoints: Endpoints, way_in: access.Access, services_address: str, timeout: float = 90
+) -> list[health.Check]:
+    """The MLflow, Ray and object store checks through the tunnel, polled until all pass or
+    `timeout`; each check shows the URL `make tunnel` gives the service."""
+    usual = {field: getattr(endpoints, field) for _, _, _, field in access.TUNNELLED}
+    with tunnel(way_in, services_address) as local:
+        through = {
+            field: f"http://127.0.0.1:{port}"
+            for field, port in local.items()
+            if field != "s3_endpoint" or endpoints.object_store == "seaweedfs"
+        }
+        probe = dataclasses.replace(endpoints, **through)
+        deadline = time.monotonic() + timeout
+        while True:
+            checks = [health.mlflow(probe), health.ray(probe)]
+            if probe.s3_endpoint:
+                checks.append(health.object_store(probe))
+            if all(c.healthy for c in checks) or time.monotonic() > deadline:
+                break
+            time.sleep(3)
+    by_url = {through[field]: usual[field] for field in through}
+    return [dataclasses.replace(c, url=by_url.get(c.url, c.url)) for c in checks]
