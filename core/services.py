@@ -37,6 +37,7 @@ SERVICES = {
     s.role: s
     for s in (
         Service("common", "host setup"),
+        Service("data_volume", "data volume"),
         Service(
             "postgresql",
             "PostgreSQL",
