@@ -469,10 +469,12 @@ def test_restore_brings_the_purged_stack_back_and_resume_continues(stack_dir, tr
     killed_at = json.loads(body["Body"].read())["latest_checkpoint_result"]["metrics"]["step"]
     (before,) = classify_runs(stack_dir, f"attributes.run_name = '{killed}'")
     query = f"metrics/get-history?run_id={before['info']['run_id']}&metric_key=train/loss"
-    logged = max(m["step"] for m in mlflow(stack_dir, query)[1]["metrics"])
+    history = mlflow(stack_dir, query)[1].get("metrics", [])  # none yet: cancelled early
+    logged = max((m["step"] for m in history), default=0)
     # Ray resumes from the latest checkpoint its controller registered, which may be older than
-    # the last point the cancelled run logged; the history must go on from there either way.
-    end = logged + 20
+    # the last point the cancelled run logged (or newer, when the cancel came before the flush);
+    # the history must go on without a gap or a repeat either way.
+    end = max(logged, killed_at) + 20
     proc = make(stack_dir, "train", "TASK=classify", "RESUME=1", f"RUN_NAME={killed}",
                 f"max_steps={end}", timeout=900)  # fmt: skip
     assert proc.returncode == 0, tail(proc)
