@@ -112,11 +112,7 @@ def down(stack: Stack, purge: bool) -> None:
                 "PURGE=1 backs up MLflow's data before deleting it, which needs the stack "
                 "running: run `make up`, then `make down PURGE=1`"
             )
-        try:
-            folder = backups.make(stack)
-        except UserError as exc:
-            raise UserError(f"{exc}; nothing was deleted and the stack still runs") from None
-        console.print(f"backed up to {stack.display(folder)} (verified)")
+        _backed_up(stack)
     outcome = playbook.run(
         "down.yml",
         stack.inventory,
@@ -198,10 +194,11 @@ def _chameleon(stack: Stack, command: str, purge: bool) -> None:
 
 
 def _backed_up(stack: Stack) -> None:
+    """The verified backup a purge (or Chameleon's `make down`) makes before deleting anything."""
     try:
         folder = backups.make(stack)
     except UserError as exc:
-        raise UserError(f"{exc}; nothing was destroyed and the stack still runs") from None
+        raise UserError(f"{exc}; nothing was deleted and the stack still runs") from None
     console.print(f"backed up to {stack.display(folder)} (verified)")
 
 

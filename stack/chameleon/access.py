@@ -105,10 +105,15 @@ def wait_for_ssh(access: Access, hosts: list[str], timeout: float, interval: flo
             time.sleep(interval)
 
 
-def tunnel_command(access: Access, services_address: str) -> list[str]:
+def tunnel_command(
+    access: Access, services_address: str, local_ports: list[int] | None = None
+) -> list[str]:
+    """ssh forwarding each tunnelled service; to the same port numbers here unless local_ports
+    (in TUNNELLED's order) says otherwise."""
+    remote = list(tunnelled_ports().values())
     forwards = []
-    for port in tunnelled_ports().values():
-        forwards += ["-L", f"127.0.0.1:{port}:{services_address}:{port}"]
+    for port, here in zip(remote, local_ports or remote, strict=True):
+        forwards += ["-L", f"127.0.0.1:{here}:{services_address}:{port}"]
     return ["ssh", "-N", "-o", "ExitOnForwardFailure=yes", *forwards,
             *access.ssh_args(access.gateway)]  # fmt: skip
 

@@ -42,13 +42,8 @@ def tunnel(way_in: access.Access, services_address: str) -> Iterator[dict[str, i
     """SSH forwards from free local ports to the tunnelled services; yields {endpoints field:
     local port}. The ssh process is this function's own and is ended on the way out."""
     fields = [field for _, _, _, field in access.TUNNELLED]
-    remote = dict(zip(fields, access.tunnelled_ports().values(), strict=True))
     local = dict(zip(fields, free_ports(len(fields)), strict=True))
-    forwards = []
-    for field in fields:
-        forwards += ["-L", f"127.0.0.1:{local[field]}:{services_address}:{remote[field]}"]
-    cmd = ["ssh", "-N", "-o", "ExitOnForwardFailure=yes", *forwards,
-           *way_in.ssh_args(way_in.gateway)]  # fmt: skip
+    cmd = access.tunnel_command(way_in, services_address, list(local.values()))
     proc = subprocess.Popen(
         cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
