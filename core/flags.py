@@ -1,4 +1,5 @@
-"""Yes/no knobs (PURGE, DRY_RUN, ...): one parser, so `PURGE=false` never means yes."""
+"""Make variables as the CLIs read them: yes/no knobs (PURGE, DRY_RUN, ...) with one parser, so
+`PURGE=false` never means yes; and settings given in either case."""
 
 from __future__ import annotations
 
@@ -20,3 +21,16 @@ def flag(name: str, environ: Mapping[str, str] | None = None) -> bool:
     if raw in NO:
         return False
     raise UserError(f"{name} must be 1 or 0 (yes/no, true/false), got {raw!r}")
+
+
+def setting(name: str, environ: Mapping[str, str] | None = None) -> str:
+    """The make variable `name` (upper case) as given, or under its lower-case name (make passes
+    `make train max_steps=80` on as max_steps, which must not be lost); "" when unset. Both
+    given with different values is a UserError."""
+    environ = os.environ if environ is None else environ
+    upper, lower = environ.get(name, "").strip(), environ.get(name.lower(), "").strip()
+    if upper and lower and upper != lower:
+        raise UserError(
+            f"{name}={upper} and {name.lower()}={lower} are both set; give the setting once"
+        )
+    return upper or lower

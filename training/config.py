@@ -6,7 +6,6 @@ runs."""
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from typing import Any
 import yaml
 
 from core.errors import UserError
+from core.flags import setting
 
 PROFILES = ("smoke", "local", "full")
 STRATEGIES = ("ddp", "fsdp")
@@ -135,12 +135,11 @@ def read_config_file(path: str) -> dict[str, Any]:
 
 
 def read_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
-    """Settings from upper-case environment variables (`make train LEARNING_RATE=3e-5`)."""
-    environ = os.environ if environ is None else environ
+    """Settings from environment variables, as make passes them (`make train LEARNING_RATE=3e-5`,
+    or max_steps=80 in lower case)."""
     found = {}
     for key in TrainConfig.field_names():
-        value = environ.get(key.upper())
-        if value not in (None, ""):
+        if value := setting(key.upper(), environ):
             found[key] = value
     return found
 

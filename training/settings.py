@@ -4,12 +4,11 @@ variable of the same name), listed by `make settings`, and checked before anythi
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from core.errors import UserError
-from core.flags import flag
+from core.flags import flag, setting
 from training.lease import GUARD_MINUTES, OVERRUN
 
 
@@ -121,8 +120,7 @@ LEASE_VARIABLES = (
 
 
 def _values(variables: tuple[Variable, ...], environ) -> dict[str, str]:
-    environ = os.environ if environ is None else environ
-    return {v.name: (environ.get(v.name) or v.default).strip() for v in variables}
+    return {v.name: setting(v.name, environ) or v.default.strip() for v in variables}
 
 
 def dry_run(environ=None) -> bool:

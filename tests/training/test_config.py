@@ -66,3 +66,17 @@ def test_unknown_keys_are_errors(tmp_path):
         read_config_file(str(bad))
     with pytest.raises(UserError, match="is not key=value"):
         parse_assignments(["learning_rate"])
+
+
+def test_a_make_variable_in_lower_case_is_read_like_its_upper_case_name():
+    # `make train max_steps=80` reaches the CLI as max_steps=80: it must not be lost.
+    assert read_environment({"max_steps": "80", "SAVE_STEPS": "20"}) == {
+        "max_steps": "80",
+        "save_steps": "20",
+    }
+    assert read_environment({"MAX_STEPS": "80", "max_steps": "80"}) == {"max_steps": "80"}
+
+
+def test_a_setting_given_in_both_cases_with_different_values_is_one_error():
+    with pytest.raises(UserError, match="MAX_STEPS=80 and max_steps=90 are both set"):
+        read_environment({"MAX_STEPS": "80", "max_steps": "90"})

@@ -3,9 +3,11 @@ settings fail in the dry run exactly as they do for real."""
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import REPO, cli_env, run_cli
 
 
 @pytest.mark.parametrize(
@@ -55,3 +57,14 @@ def test_bad_settings_fail_in_the_dry_run_as_for_real(tmp_path, command, setting
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {message}"), result.stderr
+
+
+def test_make_passes_a_lower_case_setting_on(tmp_path):
+    # What users type after `make train ...`: make hands every variable on in its own case.
+    env = cli_env(tmp_path / "state", DRY_RUN="1", TASK="classify")
+    proc = subprocess.run(
+        ["make", "--no-print-directory", "train", "max_steps=7"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert " max_steps=7 " in " ".join(proc.stdout.split()) + " ", proc.stdout
