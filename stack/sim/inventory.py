@@ -23,7 +23,6 @@ def render(stack: Stack, cluster: Cluster) -> dict:
         variables = {
             "ansible_host": host.address,
             "stack_private_address": host.address,
-            "ray_node_ip_address": host.address,
         }
         if host.is_gateway:
             variables["ansible_ssh_common_args"] = pinned
@@ -45,6 +44,9 @@ def render(stack: Stack, cluster: Cluster) -> dict:
                 "stack_state_dir": str(stack.folder),
                 "stack_private_addresses": [h.address for h in cluster.hosts],
                 "ray_training_package_src": str(REPO_ROOT),
+                # No route out: the hosts use this machine's packages (shared /usr), never apt's
+                # servers.
+                "stack_apt_update_cache": False,
             },
             "children": {
                 "services": {"hosts": {cluster.head.name: host_vars(cluster.head)}},
