@@ -110,3 +110,30 @@ def test_site_object_store_gives_each_identity_its_buckets_only(stack):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "ok   training put refused on mlflow-artifacts" in proc.stdout
     assert "ok   mlflow put refused on ray-checkpoints" in proc.stdout
+
+
+def test_the_firewall_admits_the_ports_ray_is_started_on():
+    """A Ray port the firewall does not list is dropped between hosts: the cluster splits."""
+    import yaml
+
+    common = yaml.safe_load((ROLES_DIR / "common" / "defaults" / "main.yml").read_text())
+    ray = yaml.safe_load((ROLES_DIR / "ray" / "defaults" / "main.yml").read_text())
+    started = {
+        "gcs": ray["ray_gcs_port"],
+        "dashboard": ray["ray_dashboard_port"],
+        "client_server": ray["ray_client_server_port"],
+        "dashboard_agent_http": ray["ray_dashboard_agent_listen_port"],
+        "worker_min": ray["ray_min_worker_port"],
+        "worker_max": ray["ray_max_worker_port"],
+        **{
+            name: ray[f"ray_{name}_port"]
+            for name in (
+                "node_manager",
+                "object_manager",
+                "metrics_export",
+                "dashboard_agent_grpc",
+                "runtime_env_agent",
+            )
+        },
+    }
+    assert common["stack_ray_ports"] == started
