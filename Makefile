@@ -42,7 +42,7 @@ restore: $(READY) $(ANSIBLE_READY) ## put a backup into the running stack: BACKU
 extend: $(READY) ## CLOUD=chameleon: prolong the stack's lease by HOURS= (default 24), within the site's rules
 	$(PY) -m stack extend
 
-tunnel: $(READY) ## CLOUD=chameleon: SSH tunnels to MLflow :5000, Ray's dashboard :8265, the object store :8333
+tunnel: $(READY) ## CLOUD=chameleon|sim: SSH tunnels to MLflow :5000, Ray's dashboard :8265, the object store :8333
 	$(PY) -m stack tunnel
 
 logs: $(READY) ## follow a training job on the stack: JOB=<id>

@@ -1,6 +1,7 @@
-"""SSH into a Chameleon stack: the key pair the stack generates, host keys pinned at first
-contact (floating IPs are recycled), the jump through the gateway's floating IP, and the
-tunnels to the services that never face the Internet."""
+"""SSH into a stack of several hosts (Chameleon's, sim's): the key pair the stack generates,
+host keys pinned (at first contact on Chameleon, whose floating IPs are recycled; by `make up`
+on sim), the jump through the gateway (Chameleon's floating IP, sim's head), and the tunnels to
+the services, which answer only the stack's own hosts."""
 
 from __future__ import annotations
 
@@ -32,6 +33,8 @@ def tunnelled_ports() -> dict[str, int]:
 
 @dataclass(frozen=True)
 class Access:
+    """How this machine logs in to a stack's hosts."""
+
     folder: Path  # the stack's state folder
     user: str
     gateway: str  # the floating IP
@@ -65,6 +68,17 @@ class Access:
         if host != self.gateway:
             args += ["-o", f"ProxyCommand={self.proxy_command()}"]
         return [*args, f"{self.user}@{host}"]
+
+
+def from_inventory(folder: Path, inventory_file: Path) -> tuple[Access, str]:
+    """The way in that a stack's inventory describes (its services host is the gateway, on
+    Chameleon and sim alike) and the services' private address."""
+    import yaml
+
+    inventory = yaml.safe_load(inventory_file.read_text())
+    (services,) = inventory["all"]["children"]["services"]["hosts"].values()
+    user = inventory["all"]["vars"]["ansible_user"]
+    return Access(folder, user, services["ansible_host"]), services["stack_private_address"]
 
 
 def ensure_key(folder: Path) -> str:
@@ -122,19 +136,19 @@ def local_urls() -> dict[str, str]:
     return {name: f"http://127.0.0.1:{port}" for name, port in tunnelled_ports().items()}
 
 
-def point_clients_at_tunnels(endpoints_file: Path) -> None:
-    """Rewrite the endpoints file site.yml wrote so that this machine's clients (`make train`,
-    reports) reach the services through `make tunnel`; the private URLs stay under `private`.
-    An external S3 endpoint (S3_ENDPOINT=) is reached directly and left as it is."""
-    endpoints = json.loads(endpoints_file.read_text())
-    private = dict(endpoints.get("private") or {})
+def point_clients_at_tunnels(services_file: Path, endpoints_file: Path) -> None:
+    """The endpoints file of this machine's clients (`make train`, reports), who reach the
+    services through `make tunnel`, from the services' own that site.yml wrote; the private
+    URLs stay under `private`. An external S3 endpoint (S3_ENDPOINT=) is reached directly and
+    left as it is."""
+    endpoints = json.loads(services_file.read_text())
+    private = {}
     local = local_urls()
     for name, _, _, field in TUNNELLED:
         url = endpoints.get(field)
         if not url or (field == "s3_endpoint" and endpoints.get("object_store") != "seaweedfs"):
             continue
-        if url != local[name]:
-            private[field] = url
+        private[field] = url
         endpoints[field] = local[name]
     endpoints.update(private=private, reached_through=TUNNEL_COMMAND)
     partial = endpoints_file.with_suffix(".partial")

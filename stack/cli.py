@@ -22,7 +22,7 @@ from core import state as core_state
 from core.errors import UserError
 from core.flags import flag
 from core.state import Endpoints
-from stack import backups, health, inventory, playbook, ports
+from stack import access, backups, health, inventory, playbook, ports
 from stack.confirm import confirm_purge
 from stack.lock import StackLock
 from stack.sim import flow as sim_flow
@@ -189,8 +189,32 @@ def _chameleon(stack: Stack, command: str, purge: bool) -> None:
         flow.down(stack, dry_run, purge, backup=_backed_up)
     elif command in ("backup", "restore"):
         _data(stack, command)
+    elif command == "tunnel":
+        tunnel(stack)
     else:
         getattr(flow, command)(stack)
+
+
+def tunnel(stack: Stack) -> None:
+    """`make tunnel`: MLflow, Ray's dashboard and the object store on this machine's ports,
+    forwarded through the gateway until Ctrl-C."""
+    if not stack.is_up or not stack.inventory.is_file():
+        raise UserError(f"stack {stack.name!r} is not up; `make up CLOUD={stack.cloud}` first")
+    way_in, services_address = access.from_inventory(stack.folder, stack.inventory)
+    cmd = access.tunnel_command(way_in, services_address)
+    for name, url in access.local_urls().items():
+        console.print(f"{name:22} {url}")
+    console.print("tunnels open through the gateway; Ctrl-C closes them")
+    try:
+        proc = subprocess.run(cmd, check=False)
+    except KeyboardInterrupt:
+        return
+    if proc.returncode not in (0, 130):
+        raise UserError(
+            f"ssh tunnel ended (exit {proc.returncode}): a local port may be in use "
+            f"({', '.join(map(str, access.tunnelled_ports().values()))}) or the gateway "
+            "unreachable"
+        )
 
 
 def _backed_up(stack: Stack) -> None:
@@ -222,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("backup", help="back the databases, artifacts, buckets, run records up")
     sub.add_parser("restore", help="put the backup BACKUP= names into the running stack")
     sub.add_parser("extend", help="CLOUD=chameleon: prolong the lease by HOURS=")
-    sub.add_parser("tunnel", help="CLOUD=chameleon: SSH tunnels to MLflow, Ray, the object store")
+    sub.add_parser("tunnel", help="chameleon, sim: SSH tunnels to MLflow, Ray, the object store")
     args = parser.parse_args(argv)
     try:
         stack = current_stack()
@@ -266,12 +290,16 @@ def _lock(stack: Stack, command: str, dry_run: bool, made: list):
 
 
 def _dispatch(stack: Stack, command: str, purge: bool) -> int:
-    if stack.cloud == "sim":
-        return sim_flow.run(command, stack, purge)
+    if stack.cloud == "sim" and command not in ("tunnel", "backup"):
+        return sim_flow.run(command, stack, purge, backup=_backed_up)
     if stack.cloud == "chameleon":
         _chameleon(stack, command, purge)
-    elif command in ("extend", "tunnel"):
-        raise UserError(f"make {command} is for CLOUD=chameleon stacks")
+    elif command == "extend":
+        raise UserError("make extend is for CLOUD=chameleon stacks")
+    elif command == "tunnel":
+        if stack.cloud == "local":
+            raise UserError("make tunnel is for CLOUD=chameleon and CLOUD=sim stacks")
+        tunnel(stack)
     elif command == "up":
         up(stack)
     elif command == "status":

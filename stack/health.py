@@ -82,6 +82,17 @@ def ray(endpoints: Endpoints) -> Check:
     return Check("Ray", True, address, detail, log)
 
 
+def ray_nodes(endpoints: Endpoints) -> list[dict]:
+    """Ray's nodes as its state API lists them (address, state, head or not, resources);
+    empty when the dashboard does not answer."""
+    address = endpoints.ray_address.rstrip("/")
+    token = {"Authorization": f"Bearer {secret(endpoints.ray_auth_token_file)}"}
+    status, body = _get(f"{address}/api/v0/nodes?detail=1&limit=1000", token, timeout=15)
+    if status != 200:
+        return []
+    return json.loads(body).get("data", {}).get("result", {}).get("result", [])
+
+
 OBJECT_STORE_NAMES = {"seaweedfs": "SeaweedFS", "external": "S3 (external)"}
 
 

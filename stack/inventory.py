@@ -22,7 +22,7 @@ def write(stack: Stack) -> None:
     variables.update(yaml.safe_load((LOCAL_INVENTORY / "group_vars" / "all.yml").read_text()))
     variables["stack_state_dir"] = str(stack.folder)
     variables["ray_training_package_src"] = str(REPO_ROOT)
-    variables.update(_object_store_variables())
+    variables.update(object_store_variables())
     text = "# Written by `make up` for stack " + stack.name + "; edits are overwritten.\n"
     text += yaml.safe_dump(inventory, sort_keys=False)
     tmp = stack.inventory.with_suffix(".tmp")
@@ -42,7 +42,7 @@ OBJECT_STORE_SETTINGS = {
 }
 
 
-def _object_store_variables() -> dict[str, str]:
+def object_store_variables() -> dict[str, str]:
     variables = {
         name: os.environ[env] for env, name in OBJECT_STORE_SETTINGS.items() if os.environ.get(env)
     }

@@ -14,8 +14,7 @@ from collections.abc import Iterator
 
 from core.errors import UserError
 from core.state import Endpoints
-from stack import health
-from stack.chameleon import access
+from stack import access, health
 
 STARTUP_S = 30  # for ssh to log in through the gateway and listen on every forwarded port
 
@@ -95,3 +94,16 @@ def check(
             time.sleep(3)
     by_url = {through[field]: usual[field] for field in through}
     return [dataclasses.replace(c, url=by_url.get(c.url, c.url)) for c in checks]
+
+
+def require_healthy(checks: list[health.Check], console, up_command: str) -> None:
+    """Print each check on a line; a failing one is the one error line `make up` ends with."""
+    for c in checks:
+        mark = "ok" if c.healthy else "failing"
+        console.print(f"  {c.service:14} {mark:8} {c.url:24} {c.detail}", markup=False)
+    if failing := [c for c in checks if not c.healthy]:
+        c = failing[0]
+        raise UserError(
+            f"{c.service} is not healthy: {c.detail}; its log on the services host: {c.log} "
+            f"(`{up_command}` again repairs what drifted)"
+        )

@@ -21,6 +21,9 @@ CLOUDS = ("local", "sim", "chameleon")
 # was not made by the stack, so the stack neither adopts nor deletes it.
 MARKER = ".chameleon-mlops-state"
 LOCK = "lock"
+# The services' own addresses as site.yml writes them where clients reach the services through
+# SSH tunnels (Chameleon, sim); endpoints.json is derived from it (stack/access.py).
+SERVICES_ENDPOINTS = "services-endpoints.json"
 # Everything the stack (its CLI, Ansible's site.yml, the sim and chameleon flows) writes into
 # .stack/<name>/; purge deletes these and nothing else.
 WRITTEN = (
@@ -28,6 +31,7 @@ WRITTEN = (
     LOCK,
     state.STACK_RECORD,
     state.ENDPOINTS,
+    SERVICES_ENDPOINTS,
     "stack.tmp",
     "inventory.yml",
     "secrets",
@@ -69,6 +73,10 @@ class Stack:
     @property
     def endpoints_file(self) -> Path:
         return self.folder / state.ENDPOINTS
+
+    @property
+    def services_endpoints_file(self) -> Path:
+        return self.folder / SERVICES_ENDPOINTS
 
     @property
     def record_file(self) -> Path:

@@ -246,7 +246,7 @@ def run(cfg, target, splits, source, environ=None) -> tuple[str, list[dict]]:
     from ray.train.v2.api.config import LoggingConfig
     from rich.progress import Progress
 
-    from training import cluster, reports, tracking
+    from training import cluster, reports, storage, tracking
     from training.progress import console
 
     bench_id = time.strftime("%Y%m%d-%H%M%S")
@@ -260,7 +260,10 @@ def run(cfg, target, splits, source, environ=None) -> tuple[str, list[dict]]:
         )
     cells = matrix(strategies_, workers, batches)
     data_ref = ray.put({"train": splits.train, "validation": splits.validation})
-    storage = target.state_dir / "bench" / bench_id
+    # Ray Train's own files of each cell: where every node reaches them on a stack (the
+    # checkpoint storage), this machine's state folder otherwise.
+    where = f"{target.runs_root.rstrip('/')}/bench" if target.in_job else target.state_dir / "bench"
+    storage_path, storage_filesystem = storage.ray_storage(f"{where}/{bench_id}")
 
     base = WorkerSpec.build(
         cfg,
@@ -286,10 +289,12 @@ def run(cfg, target, splits, source, environ=None) -> tuple[str, list[dict]]:
                 num_workers=cell.workers,
                 use_gpu=gpus > 0,
                 resources_per_worker=cluster.per_worker(cell.workers, gpus > 0),
+                placement_strategy=cluster.placement(gpus > 0),
             ),
             run_config=RunConfig(
                 name=f"cell-{cell.strategy}-{cell.workers}-{cell.batch_size}",
-                storage_path=str(storage),
+                storage_path=storage_path,
+                storage_filesystem=storage_filesystem,
                 failure_config=FailureConfig(max_failures=0),
                 logging_config=LoggingConfig(log_level="WARNING"),
             ),

@@ -67,3 +67,10 @@ def per_worker(workers: int, use_gpu: bool) -> dict[str, float]:
     the workers may land on other nodes: one core each, the rest to whoever needs it."""
     cpus = 1 if in_job() else max(1, (os.cpu_count() or 1) // workers)
     return {"GPU": 1, "CPU": cpus} if use_gpu else {"CPU": cpus}
+
+
+def placement(use_gpu: bool) -> str:
+    """Ray Train's placement strategy. On a stack, CPU workers (sim's hosts) go one per host
+    where there are hosts enough, so their gradients cross the network as on a GPU cluster;
+    GPU workers pack onto as few hosts as hold them (NVLink or PCIe before the network)."""
+    return "SPREAD" if in_job() and not use_gpu else "PACK"

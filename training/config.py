@@ -44,6 +44,8 @@ class TrainConfig:
     workers: int = 1
     strategy: str = "ddp"
     compile: bool = False  # torch.compile the model: faster steps after a slow first one
+    # Restarts from the latest checkpoint after a worker (or its host) is lost; 0 = none.
+    max_failures: int = 0
     # Hugging Face training arguments
     learning_rate: float = 5e-5
     num_train_epochs: int = 3
@@ -215,6 +217,7 @@ def validate(cfg: TrainConfig) -> None:
         "max_length",
         "seed",
         "smoke_seq_len",
+        "max_failures",
     ):
         _require(getattr(cfg, key) >= 0, f"{key} must be 0 or more, got {getattr(cfg, key)}")
     _require(

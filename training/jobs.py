@@ -287,6 +287,10 @@ def fetch_report(command: str, job_id: str, endpoints: Endpoints) -> Path:
     os.environ["MLFLOW_TRACKING_PASSWORD"] = (
         Path(endpoints.mlflow_password_file).read_text().strip()
     )
+    # The server's multipart downloads hand out object-store URLs at the address the server
+    # sees, which this machine may not reach (Chameleon's and sim's private network); the
+    # report is small and comes through MLflow itself.
+    os.environ["MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD"] = "false"
     uri = endpoints.mlflow_tracking_uri
     tracking = Tracker(uri).client
     experiments = [e.experiment_id for e in tracking.search_experiments()]

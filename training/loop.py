@@ -72,6 +72,10 @@ def train_loop_per_worker(config: dict) -> None:
         with resumed.as_directory() as folder:
             progress = checkpoints.load(Path(folder), w.model, optimizer, scheduler, rank)
     buffer = tracking.MetricBuffer(tracker, spec.run_id, progress["pending"])
+    hosts = _worker_hosts(world)
+    if rank == 0 and spec.run_id:
+        # Which hosts trained (a restart after a lost node may move workers): tagged each start.
+        buffer.tracker.set_tags(spec.run_id, {"worker_hosts": ",".join(hosts)})
     if rank == 0 and resumed:
         buffer.flush()  # points saved with the checkpoint but maybe not yet in MLflow
         buffer.tracker.set_tags(spec.run_id, {"resumed_from_step": progress["global_step"]})
@@ -171,3 +175,16 @@ def train_loop_per_worker(config: dict) -> None:
         if done:
             break
     tell("done", phases=phases.seconds)
+
+
+def _worker_hosts(world: int) -> list[str]:
+    """Each worker's host name, in rank order."""
+    import socket
+
+    if world == 1:
+        return [socket.gethostname()]
+    import torch.distributed as dist
+
+    names: list = [None] * world
+    dist.all_gather_object(names, socket.gethostname())
+    return names

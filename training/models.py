@@ -80,6 +80,16 @@ def build_smoke(
     return ModelSource(str(folder), "built")
 
 
+def packed(folder: Path) -> dict[str, bytes]:
+    """A model folder's files by name, to send to workers on other hosts."""
+    return {path.name: path.read_bytes() for path in sorted(folder.iterdir()) if path.is_file()}
+
+
+def unpack(files: dict[str, bytes], folder: Path) -> None:
+    for name, content in files.items():
+        (folder / name).write_bytes(content)
+
+
 def load(task: Task, source: ModelSource, labels: list[str]):
     """Tokenizer and model, with the run's label mapping on a classifier's config."""
     from transformers import AutoTokenizer

@@ -189,13 +189,14 @@ def run(p: RunPlan) -> dict:
             num_workers=cfg.workers,
             use_gpu=use_gpu,
             resources_per_worker=cluster.per_worker(cfg.workers, use_gpu),
+            placement_strategy=cluster.placement(use_gpu),
         ),
         run_config=RunConfig(
             name=p.run_name,
             storage_path=storage_path,
             storage_filesystem=storage_filesystem,
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.save_total_limit),
-            failure_config=FailureConfig(max_failures=0),
+            failure_config=FailureConfig(max_failures=cfg.max_failures),
             logging_config=LoggingConfig(log_level="WARNING"),
         ),
     )

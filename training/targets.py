@@ -4,7 +4,8 @@
   the stack's cluster (training/jobs.py).
 - Inside such a job: the Ray nodes' environment names the stack's MLflow, checkpoint storage
   and the folder for run records (TRAINING_STATE_DIR), all set by the Ansible ray role; the
-  submitting client names the cloud, the lease's end and the hardware (Target.job_environment).
+  submitting client names the cloud, the lease's end, the hardware and MLflow's address as
+  the user reaches it (Target.job_environment).
 - Embedded default (no stack up): an in-process Ray cluster, MLflow's own SQLite store and local
   checkpoints, all under the repo's state folder `.stack/embedded/` (git-ignored)."""
 
@@ -29,6 +30,9 @@ class Target:
     in_job: bool = False  # running as a job on a stack's Ray cluster
     lease_end: str = ""  # ISO time the stack's lease ends (Chameleon), "" when it has none
     hardware: str = ""  # the stack's GPU hardware (a flavor or node type), "" when unknown
+    # MLflow's address as the user's browser reaches it (through `make tunnel` on Chameleon
+    # and sim, where the job's own tracking URI is private); "" = tracking_uri
+    ui_uri: str = ""
 
     @property
     def embedded(self) -> bool:
@@ -43,7 +47,8 @@ class Target:
         return "full" if self.cloud == "chameleon" else "smoke"
 
     def run_url(self, experiment_id: str, run_id: str) -> str:
-        base = self.tracking_uri.rstrip("/") if not self.embedded else "http://127.0.0.1:5000"
+        base = self.ui_uri or self.tracking_uri
+        base = base.rstrip("/") if not self.embedded else "http://127.0.0.1:5000"
         return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
 
     def job_environment(self) -> dict[str, str]:
@@ -53,6 +58,8 @@ class Target:
             env["STACK_LEASE_END"] = self.lease_end
         if self.hardware:
             env["STACK_HARDWARE"] = self.hardware
+        if not self.embedded:
+            env["STACK_MLFLOW_UI"] = self.tracking_uri  # the client's: a tunnel's end, maybe
         return env
 
     def describe(self) -> str:
@@ -80,6 +87,7 @@ def resolve() -> Target:
             in_job=True,
             lease_end=os.environ.get("STACK_LEASE_END", ""),
             hardware=os.environ.get("STACK_HARDWARE", ""),
+            ui_uri=os.environ.get("STACK_MLFLOW_UI", ""),
         )
     embedded = state_root() / "embedded"
     tracking = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{embedded / 'mlflow.db'}"

@@ -80,7 +80,8 @@ def setup(spec: WorkerSpec, rank: int, world: int, device: torch.device) -> Work
     precision = resolve_precision(cfg.precision, device)
     dtype = DTYPES[precision]
 
-    tokenizer, model = load(task, spec.model_source(), spec.labels)
+    with spec.model_source() as source:
+        tokenizer, model = load(task, source, spec.labels)
     frames = spec.frames()
     max_len = input_length(cfg, task)
     if task.kind == "classification":

@@ -1,4 +1,4 @@
-"""`make up|status|down|extend|tunnel CLOUD=chameleon`.
+"""`make up|status|down|extend CLOUD=chameleon`.
 
 up: lease -> terraform apply (the volume's state, then infra's) -> wait for SSH (host keys
 pinned) -> inventory -> configure (the same site.yml as every target) -> health (MLflow, Ray
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import subprocess
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -22,8 +21,9 @@ from pathlib import Path
 from rich.console import Console
 
 from core.errors import UserError
-from stack.chameleon import access as ssh
-from stack.chameleon import credentials, probe, settings, sites
+from stack import access as ssh
+from stack import probe
+from stack.chameleon import credentials, settings, sites
 from stack.chameleon import inventory as chameleon_inventory
 from stack.chameleon import terraform as tf
 from stack.chameleon.lease import Lease, LeaseRequest, Leases
@@ -179,22 +179,14 @@ def up(stack: Stack, dry_run: bool, configure: Callable[[Path], None]) -> None:
     _step_done(stack, "inventory")
 
     configure(stack.inventory)
-    ssh.point_clients_at_tunnels(stack.endpoints_file)
+    ssh.point_clients_at_tunnels(stack.services_endpoints_file, stack.endpoints_file)
     _step_done(stack, "configure")
 
     (services,) = inventory["all"]["children"]["services"]["hosts"].values()
     checks = probe.check(
         stack.endpoints(), way_in, services["stack_private_address"], chosen.health_timeout
     )
-    for c in checks:
-        mark = "ok" if c.healthy else "failing"
-        console.print(f"  {c.service:14} {mark:8} {c.url:24} {c.detail}", markup=False)
-    if failing := [c for c in checks if not c.healthy]:
-        c = failing[0]
-        raise UserError(
-            f"{c.service} is not healthy: {c.detail}; its log on the services host: {c.log} "
-            "(`make up` again repairs what drifted)"
-        )
+    probe.require_healthy(checks, console, "make up")
     _step_done(stack, "health")
     stack.save_record(state="up")
     console.print(
@@ -355,7 +347,7 @@ def leftovers(cloud: credentials.Cloud, site: sites.Site, name: str) -> list[tup
     return found
 
 
-# --- status, extend, tunnel ------------------------------------------------------------------
+# --- status, extend ------------------------------------------------------------------------
 def _current_lease(stack: Stack) -> tuple[Leases, Lease]:
     rec = _record(stack)
     if not rec.get("lease_id"):
@@ -410,27 +402,3 @@ def extend(stack: Stack) -> None:
         f"lease {lease.name!r} extended by {hours} h: ends {new_end:%Y-%m-%d %H:%M} UTC "
         f"(was {lease.end:%Y-%m-%d %H:%M} UTC)"
     )
-
-
-def tunnel(stack: Stack) -> None:
-    if not stack.is_up or not stack.inventory.is_file():
-        raise UserError(f"stack {stack.name!r} is not up; `make up CLOUD=chameleon` first")
-    import yaml
-
-    inventory = yaml.safe_load(stack.inventory.read_text())
-    (services,) = inventory["all"]["children"]["services"]["hosts"].values()
-    way_in = ssh.Access(stack.folder, inventory["all"]["vars"]["ansible_user"],
-                        services["ansible_host"])  # fmt: skip
-    cmd = ssh.tunnel_command(way_in, services["stack_private_address"])
-    for name, url in ssh.local_urls().items():
-        console.print(f"{name:22} {url}")
-    console.print("tunnels open through the gateway; Ctrl-C closes them")
-    try:
-        proc = subprocess.run(cmd, check=False)
-    except KeyboardInterrupt:
-        return
-    if proc.returncode not in (0, 130):
-        raise UserError(
-            f"ssh tunnel ended (exit {proc.returncode}): a local port may be in use "
-            f"({', '.join(map(str, ssh.tunnelled_ports().values()))}) or the gateway unreachable"
-        )

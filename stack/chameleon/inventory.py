@@ -13,7 +13,8 @@ import yaml
 
 from core.errors import UserError
 from core.paths import REPO_ROOT
-from stack.chameleon.access import Access
+from stack.access import Access
+from stack.state import SERVICES_ENDPOINTS
 
 SERVICES_ROLE = "services"
 
@@ -52,6 +53,7 @@ def render(outputs: dict, access: Access, state_dir: Path, data_volume_id: str |
         "stack_private_addresses": sorted(h["private_address"] for h in hosts.values()),
         "stack_state_dir": str(state_dir),
         "ray_training_package_src": str(REPO_ROOT),
+        "stack_endpoints_file_name": SERVICES_ENDPOINTS,
     }
     if data_volume_id:
         variables["stack_data_volume_id"] = data_volume_id

@@ -1,17 +1,24 @@
-"""`make up|status|down CLOUD=sim` for the hosts themselves (namespaces, network, sshd, the
-inventory); the stack CLI calls these for CLOUD=sim."""
+"""`make up|status|down CLOUD=sim`: the hosts (namespaces, network, sshd, the inventory), then
+the stack on them: the software installed once on this machine, which the hosts share
+(ansible/shared_software.yml), site.yml over SSH through the head, and the services checked
+through an SSH tunnel as on Chameleon. SIM_HOSTS_ONLY=1 stops after the hosts. The stack CLI
+calls these for CLOUD=sim."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import sys
 import time
+from collections.abc import Callable
 
 from rich.console import Console
 from rich.table import Table
 
 from core.errors import UserError
+from core.flags import flag
+from stack import access, health, playbook, probe
 from stack.sim import cluster as sim_cluster
 from stack.sim import hosts, inventory, network, sshd
 from stack.sim.cluster import MAX_WORKERS, Cluster
@@ -33,14 +40,15 @@ TOOLS = {
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 
 
-def run(command: str, stack: Stack, purge: bool) -> int:
-    """The stack CLI's command for CLOUD=sim."""
+def run(command: str, stack: Stack, purge: bool, backup: Callable[[Stack], None]) -> int:
+    """The stack CLI's command for CLOUD=sim; `backup` makes the verified backup a purge
+    takes first."""
     if command == "up":
         up(stack)
     elif command == "status":
         status(stack)
     elif command == "down":
-        down(stack, purge=purge)
+        down(stack, purge=purge, backup=backup)
     else:
         raise UserError(f"`make {command}` is not available on CLOUD=sim yet")
     return 0
@@ -64,13 +72,43 @@ def up(stack: Stack) -> Cluster:
         cluster = _build(stack, workers, preferred_subnet=old.subnet if old else None)
         action = "is up (hosts made)"
     inventory.write(stack, cluster)
-    stack.save_record(state="up", updated=_now())
+    hosts_only = flag("SIM_HOSTS_ONLY")
+    stack.save_record(state="hosts" if hosts_only else "starting", updated=_now())
     console.print(
         f"sim stack [bold]{stack.name}[/] {action}: {len(cluster.hosts)} hosts on "
         f"{cluster.subnet}; inventory {stack.display(stack.inventory)}"
     )
     _table(stack, cluster)
+    if not hosts_only:
+        _configure(stack)
     return cluster
+
+
+def _configure(stack: Stack) -> None:
+    """The stack on the hosts, and its services checked the way this machine reaches them."""
+    started = time.monotonic()
+    playbook.run(
+        "shared_software.yml",
+        stack.inventory,
+        stack.log_file("software"),
+        what=f"make up ({stack.name}): the hosts' software, on this machine",
+    )
+    outcome = playbook.run(
+        "site.yml", stack.inventory, stack.log_file("up"), what=f"make up ({stack.name})"
+    )
+    # This machine is no stack host: its firewall admits it to SSH only, as on Chameleon.
+    access.point_clients_at_tunnels(stack.services_endpoints_file, stack.endpoints_file)
+    way_in, services_address = access.from_inventory(stack.folder, stack.inventory)
+    checks = probe.check(stack.endpoints(), way_in, services_address)
+    probe.require_healthy(checks, console, "make up CLOUD=sim")
+    stack.save_record(state="up", updated=_now())
+    changes = f"{outcome.changed} change(s)" if outcome.changed else "no changes"
+    console.print(
+        f"sim stack [bold]{stack.name}[/] is configured ({changes}, "
+        f"{time.monotonic() - started:.0f} s); Ansible log: {stack.display(outcome.log)}\n"
+        "`make tunnel` opens MLflow, Ray's dashboard and the object store on this machine; "
+        "with it open, `make train` runs as a job on the stack"
+    )
 
 
 def status(stack: Stack) -> None:
@@ -78,15 +116,29 @@ def status(stack: Stack) -> None:
     if cluster is None:
         console.print(f"no sim stack {stack.name!r}: start one with `make up CLOUD=sim`")
         return
-    state = "up" if _running(cluster) else "down"
+    running = _running(cluster)
+    state = stack.record().get("state", "unknown") if running else "down"
     console.print(
         f"sim stack [bold]{stack.name}[/]: {state}, {len(cluster.hosts)} hosts on "
         f"{cluster.subnet} (the controller is {cluster.controller_address})"
     )
-    _table(stack, cluster)
+    endpoints = stack.endpoints()
+    if not running or endpoints is None or state == "hosts":
+        _table(stack, cluster)
+        return
+    way_in, services_address = access.from_inventory(stack.folder, stack.inventory)
+    try:
+        checks, nodes = _services(endpoints, way_in, services_address)
+    except UserError as exc:
+        checks, nodes = [], []
+        console.print(f"[red]no tunnel to the services[/]: {exc}")
+    _table(stack, cluster, nodes)
+    for c in checks:
+        mark = "[green]ok[/]" if c.healthy else "[red]failing[/]"
+        console.print(f"  {c.service:14} {mark} {c.url:24} {c.detail}")
 
 
-def down(stack: Stack, purge: bool = False) -> None:
+def down(stack: Stack, purge: bool = False, backup: Callable[[Stack], None] | None = None) -> None:
     cluster = sim_cluster.load(stack)
     if cluster is None:
         if os.geteuid() == 0 and tear_down_unrecorded(stack):
@@ -95,6 +147,8 @@ def down(stack: Stack, purge: bool = False) -> None:
             console.print(f"no sim stack {stack.name!r} here; nothing to take down")
         return
     _need_root()
+    if purge and backup is not None and stack.is_up and _running(cluster):
+        backup(stack)  # the tracking data, before the hosts' folders go
     tear_down(stack, cluster, purge=purge)
     if purge:
         stack.remove_folder()
@@ -144,10 +198,23 @@ def _running(cluster: Cluster) -> bool:
     )
 
 
-def _table(stack: Stack, cluster: Cluster) -> None:
+def _services(endpoints, way_in, services_address) -> tuple[list[health.Check], list[dict]]:
+    """The services' checks and Ray's nodes, through a tunnel of the status's own."""
+    with probe.tunnel(way_in, services_address) as local:
+        through = dataclasses.replace(
+            endpoints, ray_address=f"http://127.0.0.1:{local['ray_address']}"
+        )
+        nodes = health.ray_nodes(through)
+    checks = probe.check(endpoints, way_in, services_address, timeout=0)
+    return checks, nodes
+
+
+def _table(stack: Stack, cluster: Cluster, nodes: list[dict] | None = None) -> None:
     running = _running(cluster)
+    by_address = {n.get("node_ip"): n for n in nodes or [] if n.get("state") == "ALIVE"}
     table = Table(show_header=True, header_style="bold")
-    for column in ("host", "groups", "address", "ssh"):
+    columns = ("host", "groups", "address", "ssh") + (("Ray node", "resources") if nodes else ())
+    for column in columns:
         table.add_column(column)
     for host in cluster.hosts:
         groups = "services, ray_head" if host.is_gateway else "ray_workers"
@@ -157,7 +224,14 @@ def _table(stack: Stack, cluster: Cluster) -> None:
             answer = "[green]answers[/]" + ("" if host.is_gateway else " (via head)")
         else:
             answer = "[red]no answer[/]"
-        table.add_row(host.name, groups, host.address, answer)
+        row = [host.name, groups, host.address, answer]
+        if nodes:
+            node = by_address.get(host.address)
+            total = (node or {}).get("resources_total", {})
+            resources = f"CPU {total.get('CPU', 0):g}"  # Ray leaves out what is 0
+            resources += f", GPU {total['GPU']:g}" if total.get("GPU") else ""
+            row += ["[green]ALIVE[/]" if node else "[red]not in the cluster[/]", resources]
+        table.add_row(*row)
     console.print(table)
     if running:
         console.print(

@@ -10,9 +10,10 @@ import shlex
 import yaml
 
 from core.paths import REPO_ROOT
+from stack.inventory import object_store_variables
 from stack.sim import sshd
 from stack.sim.cluster import Cluster, Host
-from stack.state import Stack
+from stack.state import SERVICES_ENDPOINTS, Stack
 
 
 def render(stack: Stack, cluster: Cluster) -> dict:
@@ -26,6 +27,9 @@ def render(stack: Stack, cluster: Cluster) -> dict:
         }
         if host.is_gateway:
             variables["ansible_ssh_common_args"] = pinned
+            # The services host trains nothing: every host shares this machine's cores, and
+            # Ray Train's workers go to the worker hosts, one per host.
+            variables["ray_num_cpus"] = 0
         else:
             proxy = sshd.proxy_command(stack, cluster)
             variables["ansible_ssh_common_args"] = f"-o ProxyCommand={shlex.quote(proxy)} {pinned}"
@@ -47,6 +51,8 @@ def render(stack: Stack, cluster: Cluster) -> dict:
                 # No route out: the hosts use this machine's packages (shared /usr), never apt's
                 # servers.
                 "stack_apt_update_cache": False,
+                "stack_endpoints_file_name": SERVICES_ENDPOINTS,
+                **object_store_variables(),
             },
             "children": {
                 "services": {"hosts": {cluster.head.name: host_vars(cluster.head)}},

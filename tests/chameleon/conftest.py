@@ -161,7 +161,11 @@ if any(arg.endswith("site.yml") for arg in sys.argv):
         "s3_buckets": {"artifacts": "mlflow-artifacts", "checkpoints": "ray-checkpoints",
                        "datasets": "datasets"},
     }
-    with open(os.path.join(state, "endpoints.json"), "w") as out:
+    # Into the file the inventory names, as the real play writes it.
+    with open(sys.argv[sys.argv.index("-i") + 1]) as inventory:
+        named = [line.split(":", 1)[1].strip() for line in inventory
+                 if line.strip().startswith("stack_endpoints_file_name:")]
+    with open(os.path.join(state, (named or ["endpoints.json"])[0]), "w") as out:
         json.dump(endpoints, out)
 if any(arg.endswith("backup.yml") for arg in sys.argv):
     extra = json.loads(sys.argv[sys.argv.index("-e") + 1])

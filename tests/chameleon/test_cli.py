@@ -376,7 +376,10 @@ def test_down_lists_what_is_left_with_the_command_to_remove_it(standin, home, tm
     assert actions.count("destroy") == 2  # PURGE=1: the volume's state too
 
 
-@pytest.mark.parametrize("command", ["extend", "tunnel"])
-def test_extend_and_tunnel_are_for_chameleon_stacks(home, tmp_path, command):
+@pytest.mark.parametrize(
+    ("command", "clouds"),
+    [("extend", "CLOUD=chameleon"), ("tunnel", "CLOUD=chameleon and CLOUD=sim")],
+)
+def test_extend_and_tunnel_are_not_for_local_stacks(home, tmp_path, command, clouds):
     proc = stack_cli(home, tmp_path / "state", command, CLOUD="local")
-    assert f"make {command} is for CLOUD=chameleon stacks" in one_error_line(proc)
+    assert f"make {command} is for {clouds} stacks" in one_error_line(proc)

@@ -12,7 +12,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from stack.chameleon import access, flow, settings
+from stack import access
+from stack.chameleon import flow, settings
 from stack.chameleon.lease import Lease
 from stack.state import Stack
 from tests.chameleon.conftest import REPO

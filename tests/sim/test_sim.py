@@ -1,7 +1,8 @@
-"""CLOUD=sim, the hosts themselves: `make up` with 2 workers -> Ansible reaches every host through
-the head with pinned host keys -> the hosts' folders are private -> the host firewall admits
-only SSH from an outsider on the test network and the stack's ports from the stack's hosts ->
-`make down` leaves nothing behind, twice; a `make up` killed half-way is cleaned.
+"""CLOUD=sim, the hosts themselves (SIM_HOSTS_ONLY=1): `make up` with 2 workers -> Ansible
+reaches every host through the head with pinned host keys -> the hosts' folders are private ->
+the host firewall admits only SSH from an outsider on the test network and the stack's ports
+from the stack's hosts -> `make down` leaves nothing behind, twice; a `make up` killed half-way
+is cleaned.
 
 The tests run in file order and share one sim stack (module fixture)."""
 
@@ -46,6 +47,9 @@ PRIVATE_FOLDERS = [
 # Never admitted from anyone: PostgreSQL (the services host's own) and a port of nothing.
 CLOSED_PORTS = {**SERVICES["postgresql"].port_numbers(), 7777: "not a stack port"}
 OUTSIDER = f"stack-{STACK}-outsider"
+# These tests are about the hosts: nothing is configured on them (tests/sim/test_sim_stack.py
+# runs the stack itself).
+HOSTS_ONLY = {"SIM_HOSTS_ONLY": "1"}
 OUTSIDER_HOST_NUMBER = 200
 
 # Listens on the given ports until its stdin closes; prints the ports the host already uses
@@ -161,7 +165,7 @@ def machine_before() -> dict:
 @pytest.fixture(scope="module")
 def sim(sim_state, machine_before):
     """A sim stack with 2 workers, made by `python -m stack up` (CLOUD=sim)."""
-    proc = sim_cli(sim_state, "up", STACK_NAME=STACK, SIM_WORKERS="2")
+    proc = sim_cli(sim_state, "up", STACK_NAME=STACK, SIM_WORKERS="2", **HOSTS_ONLY)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     stack = Stack(STACK, "sim")
     os.environ["STACK_DIR"] = str(sim_state)  # Stack's paths below resolve to the tests' state
@@ -370,7 +374,7 @@ def test_status_shows_a_silent_host_and_up_repairs_it(sim, sim_state):
         assert host.address in rows[host.name]
     assert "no answer" in rows["worker-1"]
     assert "answers" in rows["head"] and "answers" in rows["worker-2"]
-    again = sim_cli(sim_state, "up", STACK_NAME=STACK, SIM_WORKERS="2")
+    again = sim_cli(sim_state, "up", STACK_NAME=STACK, SIM_WORKERS="2", **HOSTS_ONLY)
     assert again.returncode == 0, again.stdout + again.stderr
     assert again.stdout.count("answers") == 3, again.stdout
     # Repaired in place: the same hosts (inits), not a new cluster.
@@ -400,7 +404,7 @@ def test_a_killed_up_is_cleaned_by_down_and_repaired_by_up(tmp_path, machine_bef
         finally:
             os.environ.pop("STACK_DIR", None)
         assert stale is not None
-        proc = sim_cli(state, then, STACK_NAME=KILLED)
+        proc = sim_cli(state, then, STACK_NAME=KILLED, **HOSTS_ONLY)
         print(f"{then} after a killed up: {proc.stdout.strip()}")
         assert proc.returncode == 0, proc.stdout + proc.stderr
         if then == "up":
@@ -415,7 +419,7 @@ def _kill_up_half_way(state: Path) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "stack", "up"],
         cwd=REPO,
-        env=cli_env(state, CLOUD="sim", STACK_NAME=KILLED, SIM_WORKERS="2"),
+        env=cli_env(state, CLOUD="sim", STACK_NAME=KILLED, SIM_WORKERS="2", **HOSTS_ONLY),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
@@ -460,7 +464,7 @@ def _probe(enter: list[str], targets: list, prober: str | None = None) -> dict:
 
 def test_a_stack_whose_state_folder_was_deleted_is_still_removed_by_down(tmp_path, machine_before):
     state = tmp_path / "state"
-    assert sim_cli(state, "up", STACK_NAME=KILLED, SIM_WORKERS="1").returncode == 0
+    assert sim_cli(state, "up", STACK_NAME=KILLED, SIM_WORKERS="1", **HOSTS_ONLY).returncode == 0
     os.environ["STACK_DIR"] = str(state)
     try:
         recorded = sim_cluster.load(Stack(KILLED, "sim"))

@@ -108,7 +108,7 @@ def test_an_upload_over_the_limit_names_its_size_and_largest_files(repo, cluster
     assert cluster.submitted == []
 
 
-def test_a_job_learns_its_stack_s_cloud_lease_end_and_hardware(repo, cluster):
+def test_a_job_learns_its_stack_s_cloud_lease_end_hardware_and_mlflow_address(repo, cluster):
     target = stack_target(
         repo.parent, lease_end="2026-12-03T10:00:00+00:00", hardware="g1.h100.pci.1"
     )
@@ -118,3 +118,5 @@ def test_a_job_learns_its_stack_s_cloud_lease_end_and_hardware(repo, cluster):
     assert env["STACK_CLOUD"] == "chameleon"
     assert env["STACK_LEASE_END"] == "2026-12-03T10:00:00+00:00"
     assert env["STACK_HARDWARE"] == "g1.h100.pci.1"
+    # Run links printed by the job point where the user's browser reaches MLflow.
+    assert env["STACK_MLFLOW_UI"] == "http://127.0.0.1:5000"
