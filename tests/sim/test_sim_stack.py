@@ -182,7 +182,7 @@ def test_a_lost_worker_host_is_survived_from_the_latest_checkpoint(stack, tunnel
     name = f"sim-lost-{int(time.time())}"
     settings = dict(
         STACK_NAME=STACK, TASK="classify", WORKERS="2", STRATEGY="ddp", RUN_NAME=name,
-        max_steps="200", save_steps="20", logging_steps="5", max_failures="2",
+        max_steps="120", save_steps="20", logging_steps="5", max_failures="2",
     )  # fmt: skip
     train = subprocess.Popen(
         [sys.executable, "-m", "training", "train"],
@@ -218,7 +218,7 @@ def test_a_lost_worker_host_is_survived_from_the_latest_checkpoint(stack, tunnel
     assert run["info"]["status"] == "FINISHED"
     tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
     assert int(tags["resumed_from_step"]) >= 20, tags  # restarted from a checkpoint
-    assert loss_steps(state, run["info"]["run_id"]) == list(range(5, 201, 5))
+    assert loss_steps(state, run["info"]["run_id"]) == list(range(5, 121, 5))
 
 
 def test_bench_compares_one_and_two_worker_hosts(stack, tunnel, tmp_path):
