@@ -37,7 +37,7 @@ class Access:
 
     folder: Path  # the stack's state folder
     user: str
-    gateway: str  # the floating IP
+    gateway: str  # where SSH comes in: Chameleon's floating IP, sim's head
 
     @property
     def key(self) -> Path:
