@@ -10,13 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-import torch
 
 from core.errors import UserError
 from training.config import TrainConfig
 from training.hub import require_hub
 from training.tasks import Task
-from training.tokenizer import train_tokenizer
 
 
 @dataclass
@@ -62,6 +60,10 @@ def build_smoke(
 ) -> ModelSource:
     """A model of the task's architecture from a config: tiny, or the seed model's own size,
     with a tokenizer trained on the training data (inputs, and targets for seq2seq)."""
+    import torch  # here, not at the top: only the smoke model's builder needs it in the driver
+
+    from training.tokenizer import train_tokenizer
+
     texts = train[task.text_column].tolist()
     if task.kind == "seq2seq":
         texts += train[task.target_column].tolist()

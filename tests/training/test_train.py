@@ -15,7 +15,13 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from tests.conftest import REPO, cli_env, kill_after_first_checkpoint, run_cli
+from tests.conftest import (
+    REPO,
+    cli_env,
+    kill_after_first_checkpoint,
+    run_cli,
+    session_processes,
+)
 from training.config import TrainConfig
 from training.models import build_smoke
 from training.tasks import TASKS
@@ -50,9 +56,28 @@ def latest_version(client: MlflowClient, name: str):
 
 
 def train(state: Path, run_name: str, *args: str, **settings: str):
-    result = run_cli(state, "train", f"run_name={run_name}", *args, **settings)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result
+    """`make train` as a user runs it, through a pipe and in a session of its own: it succeeds,
+    all its output arrives, ending with where the time went, and no process of it stays (the
+    embedded Ray cluster goes with it)."""
+    env = cli_env(state, **settings)
+    env.pop("PYTHONUNBUFFERED")  # a pipe buffers: what the run printed must still arrive
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "training", "train", f"run_name={run_name}", *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    stdout, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 0, stdout[-3000:] + stderr[-3000:]
+    assert stdout.splitlines()[-1].startswith("time: start-up "), stdout[-3000:]
+    deadline = time.monotonic() + 10
+    while session_processes(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not session_processes(proc.pid), "the run left processes behind"
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
 
 
 def held_out_accuracy(task_name: str, version: int) -> float:

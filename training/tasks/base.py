@@ -7,11 +7,13 @@ defines `TASK`."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import torch
+
+if TYPE_CHECKING:  # imported where a batch is made or scored: the driver plans without it
+    import torch
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,8 @@ class ClassificationTask(Task):
         ]
 
     def collate(self, tokenizer):
+        import torch
+
         def collate(batch: list[dict]) -> dict[str, torch.Tensor]:
             padded = tokenizer.pad(
                 [
@@ -107,6 +111,8 @@ class ClassificationTask(Task):
 
     def eval_outputs(self, model, batch, cfg, tokenizer) -> tuple[torch.Tensor, dict]:
         """Loss and what metrics need from one evaluation batch."""
+        import torch
+
         out = model(**batch)
         probs = torch.softmax(out.logits.float(), dim=-1)
         return out.loss, {"probs": probs.cpu().numpy(), "labels": batch["labels"].cpu().numpy()}
@@ -159,6 +165,8 @@ class Seq2SeqTask(Task):
         ]
 
     def collate(self, tokenizer):
+        import torch
+
         def collate(batch: list[dict]) -> dict[str, Any]:
             padded = tokenizer.pad(
                 [
