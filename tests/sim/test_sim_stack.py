@@ -185,7 +185,7 @@ def test_a_lost_worker_host_is_survived_from_the_latest_checkpoint(stack, tunnel
         max_steps="120", save_steps="20", logging_steps="5", max_failures="4",
     )  # fmt: skip
     # One lost host can cost more than one restart: a worker group placed on it again before
-    # Ray marks the node dead fails too (seen once in CI with max_failures=2).
+    # Ray marks the node dead fails too.
     train = subprocess.Popen(
         [sys.executable, "-m", "training", "train"],
         cwd=REPO,
