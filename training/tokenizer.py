@@ -1,10 +1,12 @@
-"""Train a small tokenizer on the run's own data (the `smoke` profile: no hub, no download).
+"""A small WordPiece tokenizer built from the run's own data (`smoke`: no hub, no download).
 
 The special tokens and their layout follow the seed model's tokenizer, so the tiny model sees
 inputs shaped like the real one's: BERT's [CLS] x [SEP], XLNet's x <sep> <cls> padded on the
 left (its classifier reads the last token), BART's <s> x </s>."""
 
 from __future__ import annotations
+
+from collections import Counter
 
 from tokenizers import (
     Tokenizer,
@@ -13,7 +15,6 @@ from tokenizers import (
     normalizers,
     pre_tokenizers,
     processors,
-    trainers,
 )
 from transformers import PreTrainedTokenizerFast
 
@@ -87,11 +88,26 @@ def train_tokenizer(
     tok.normalizer = normalizers.Sequence(norm)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.decoder = decoders.WordPiece()
-    tok.train_from_iterator(
-        texts, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials)
-    )
-    ids = {t: tok.token_to_id(t) for t in specials}
-    tok.post_processor = _template(style, special, ids)
+    vocab = _vocabulary(tok, texts, specials, vocab_size)
+    tok.model = models.WordPiece(vocab=vocab, unk_token=special["unk_token"])
+    tok.post_processor = _template(style, special, vocab)
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, padding_side=spec["padding_side"], model_max_length=1024, **special
     )
+
+
+def _vocabulary(tok: Tokenizer, texts: list[str], specials: list[str], size: int) -> dict[str, int]:
+    """The same texts give the same ids in every process, so a seed reproduces a smoke run.
+    (The library's WordPieceTrainer breaks ties in hash-map order, which changes from one
+    process to the next: huggingface/tokenizers#1794.) Every character seen, alone and as a
+    `##` continuation, so that no word is unknown; then the most frequent words whole, ties in
+    alphabetical order, up to `size`."""
+    counts: Counter[str] = Counter()
+    for text in texts:
+        words = tok.pre_tokenizer.pre_tokenize_str(tok.normalizer.normalize_str(text))
+        counts.update(word for word, _ in words)
+    chars = sorted({c for word in counts for c in word})
+    tokens = specials + chars + [f"##{c}" for c in chars]
+    frequent = sorted((w for w in counts if len(w) > 1), key=lambda w: (-counts[w], w))
+    tokens += frequent[: max(0, size - len(tokens))]
+    return {token: i for i, token in enumerate(tokens)}

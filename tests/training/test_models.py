@@ -1,8 +1,14 @@
-"""The smoke model each task builds: long smoke rows fit, whatever the architecture's limit."""
+"""The smoke model each task builds: long smoke rows fit, whatever the architecture's limit;
+its tokenizer is the same in every process."""
+
+import json
+import subprocess
+import sys
 
 import pytest
 import torch
 
+from tests.conftest import REPO
 from training.models import build_smoke
 from training.tasks import TASKS
 
@@ -26,3 +32,24 @@ def test_smoke_model_takes_rows_of_smoke_seq_len(task_name, tmp_path):
             model(input_ids=ids, decoder_input_ids=ids[:, :8])
         else:
             model(input_ids=ids)
+
+
+def test_the_smoke_tokenizer_is_the_same_in_every_process():
+    """A seed reproduces a smoke run only if each process builds the same vocabulary from the
+    same data (Python's and Rust's hash seeds differ from one process to the next)."""
+    build = (
+        "import json, sys; from training.tasks import TASKS; from training.tokenizer import"
+        " train_tokenizer; task = TASKS['summarize']; train = task.generate(200, seed=3);"
+        " texts = train[task.text_column].tolist() + train[task.target_column].tolist();"
+        " json.dump(train_tokenizer(texts, 'bart').get_vocab(), sys.stdout)"
+    )
+    vocabularies = [
+        json.loads(
+            subprocess.run(
+                [sys.executable, "-c", build], cwd=REPO, capture_output=True, text=True, check=True
+            ).stdout
+        )
+        for _ in range(3)
+    ]
+    assert len(vocabularies[0]) > 100
+    assert vocabularies[1] == vocabularies[0] and vocabularies[2] == vocabularies[0]
