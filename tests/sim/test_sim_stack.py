@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -114,8 +115,13 @@ def mlflow(state: Path, path: str, body: dict | None = None) -> dict:
         return json.loads(response.read())
 
 
-def run_named(state: Path, name: str) -> dict:
-    experiment = mlflow(state, "experiments/get-by-name?experiment_name=classify")
+def run_named(state: Path, name: str) -> dict | None:
+    try:
+        experiment = mlflow(state, "experiments/get-by-name?experiment_name=classify")
+    except urllib.error.HTTPError as e:
+        if e.code == 404:  # the run that makes the experiment has not started yet
+            return None
+        raise
     search = {
         "experiment_ids": [experiment["experiment"]["experiment_id"]],
         "filter": f"attributes.run_name = '{name}'",
