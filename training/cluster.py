@@ -74,3 +74,15 @@ def placement(use_gpu: bool) -> str:
     where there are hosts enough, so their gradients cross the network as on a GPU cluster;
     GPU workers pack onto as few hosts as hold them (NVLink or PCIe before the network)."""
     return "SPREAD" if in_job() and not use_gpu else "PACK"
+
+
+def progress_queue():
+    """The queue workers send progress to, on the driver's own node: left to Ray, a zero-CPU
+    actor lands on any node, and a lost worker host would take it along; every restart's first
+    progress event would then fail, and the run with it after max_failures restarts."""
+    import ray
+    from ray.util.queue import Queue
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    return Queue(actor_options={"num_cpus": 0, "scheduling_strategy": here})

@@ -158,7 +158,6 @@ def run(p: RunPlan) -> dict:
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
     from ray.train.v2.api.config import LoggingConfig
-    from ray.util.queue import Queue
 
     from training.loop import train_loop_per_worker
 
@@ -171,7 +170,7 @@ def run(p: RunPlan) -> dict:
     console.print(f"MLflow run {run_id}: {url}")
 
     storage_path, storage_filesystem = storage.ray_storage(target.runs_root)
-    queue = Queue(actor_options={"num_cpus": 0})
+    queue = cluster.progress_queue()
     spec = WorkerSpec.build(
         cfg,
         p.splits.label_names,
