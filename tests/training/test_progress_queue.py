@@ -3,12 +3,10 @@
 
 from __future__ import annotations
 
-import pytest
-
-ray = pytest.importorskip("ray")
+import ray
 
 
-def test_the_progress_queue_outlives_the_worker_hosts(monkeypatch):
+def test_the_progress_queue_outlives_the_worker_hosts():
     from ray.cluster_utils import Cluster
 
     from training import cluster
