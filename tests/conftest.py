@@ -118,3 +118,13 @@ def kill_after_first_checkpoint(
     )
     # Ray's snapshot names the last checkpoint it committed: that is where a resume starts.
     return json.loads(snapshot.read_text())["latest_checkpoint_result"]["metrics"]["step"]
+
+
+def save_smoke_model(task, train, seed: int, labels: list[str], folder: Path, seq_len: int = 0):
+    """A smoke model saved as a model folder, as a user's own MODEL= would be."""
+    from training.models import build_smoke
+
+    tokenizer, model = build_smoke(task, train, seed, labels, seq_len=seq_len)
+    tokenizer.save_pretrained(folder)
+    model.save_pretrained(folder)
+    return folder

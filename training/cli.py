@@ -89,9 +89,6 @@ def _user_layers(assignments: list[str]) -> list[dict]:
 
 
 def cmd_bench(assignments: list[str]) -> int:
-    import tempfile
-    from pathlib import Path
-
     from training import bench, data, dryrun, models, settings
     from training.tasks import TASKS
 
@@ -118,19 +115,7 @@ def cmd_bench(assignments: list[str]) -> int:
             steps=f"{axes.warmup} warm-up + {axes.steps} timed per cell",
         )
         return 0
-    target.state_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.state_dir, prefix="bench-model-") as tmp:
-        if source is None:
-            source = models.build_smoke(
-                task,
-                splits.train,
-                cfg.seed,
-                splits.label_names,
-                Path(tmp),
-                cfg.smoke_model,
-                cfg.smoke_seq_len,
-            )
-        bench.run(cfg, target, splits, source)
+    bench.run(cfg, target, splits, source)
     return 0
 
 

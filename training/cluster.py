@@ -37,6 +37,9 @@ def start(workers: int, tracking_uri: str) -> int:
         log_to_driver=False,
         logging_level="ERROR",
         logging_config=ray.LoggingConfig(log_level="ERROR"),
+        # Idle workers made ready at start serve only tasks without a runtime environment of
+        # their own; the runs' actors all have one, so they would be started for nothing.
+        _system_config={"prestart_worker_first_driver": False},
         runtime_env={
             "env_vars": {
                 **environment,
@@ -48,6 +51,13 @@ def start(workers: int, tracking_uri: str) -> int:
     )
     interrupts.install()  # ray.init made SIGTERM a bare sys.exit
     return _check_gpus(workers, "this machine")
+
+
+def stop() -> None:
+    """Stop the embedded cluster (or leave the stack's) now rather than at the process's exit."""
+    import ray
+
+    ray.shutdown()
 
 
 def _check_gpus(workers: int, where: str) -> int:

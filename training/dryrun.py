@@ -25,11 +25,10 @@ def _data(splits) -> str:
 
 def show(command: str, cfg: TrainConfig, target, splits, source, **more: str) -> None:
     """Print the plan: config, target, model, data, workers, storage, what is continued."""
-    model = source.describe() if source else f"model built from config (smoke, {cfg.smoke_model})"
     lines = {
         "target": target.describe(),
         "config": _changed(cfg),
-        "model": model,
+        "model": source.describe(),
         "data": _data(splits),
         "workers": f"{cfg.workers} x {cfg.strategy}" + (", compiled" if cfg.compile else ""),
         "tracking": target.tracking_uri,

@@ -92,8 +92,8 @@ def check_data(kind: Kind, name: str, record: dict | None, manifest: dict) -> No
         )
 
 
-def saved_source(record: dict) -> models.ModelSource | None:
-    return models.ModelSource(**record["source"]) if record.get("source") else None
+def saved_source(record: dict) -> models.ModelSource:
+    return models.ModelSource(**record["source"])
 
 
 def write(target: Target, kind: Kind, name: str, record: dict) -> None:
@@ -110,8 +110,8 @@ def mark_finished(target: Target, kind: Kind, name: str, **fields) -> None:
     write(target, kind, name, {**record, **fields, "finished": True})
 
 
-def source_fields(source: models.ModelSource | None) -> dict | None:
-    return {"location": source.location, "kind": source.kind} if source else None
+def source_fields(source: models.ModelSource) -> dict:
+    return {"location": source.location, "kind": source.kind}
 
 
 # --- checks made before anything starts -------------------------------------------------------
@@ -148,20 +148,3 @@ def removed_on_failure(folder: Path):
         if new:
             shutil.rmtree(folder, ignore_errors=True)
         raise
-
-
-def base_model(
-    source: models.ModelSource | None, task: Task, splits, cfg: TrainConfig, folder: Path
-) -> models.ModelSource:
-    """The resolved source, or the smoke model built into the run folder."""
-    if source is not None:
-        return source
-    return models.build_smoke(
-        task,
-        splits.train,
-        cfg.seed,
-        splits.label_names,
-        folder / "base_model",
-        cfg.smoke_model,
-        cfg.smoke_seq_len,
-    )

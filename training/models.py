@@ -1,8 +1,10 @@
-"""Where a run's model and tokenizer come from, and loading them in a worker.
+"""Where a run's model and tokenizer come from, and making them in a worker.
 
-The driver resolves the source once: a hub id (workers load it themselves), a local model
-folder, or for `smoke` a tiny model of the task's architecture that the driver builds into the
-run folder (config, seeded initial weights, a tokenizer trained on the run's data)."""
+The driver resolves the source once: a hub id or a local model folder (workers load it
+themselves), or for `smoke` a model of the task's architecture that every worker builds from a
+config (seeded initial weights, a tokenizer built from the run's data): the same on every rank
+and at every restart, with no file to write, read or ship to other hosts, and no torch in the
+driver."""
 
 from __future__ import annotations
 
@@ -19,19 +21,23 @@ from training.tasks import Task
 
 @dataclass
 class ModelSource:
-    location: str  # hub id or local folder
-    kind: str  # "hub", "folder" or "built"
+    # hub: a hub id; folder: a local model folder; smoke: the size to build ("tiny" or
+    # "seed"); built: a folder the driver built a smoke model into (records made before
+    # workers built it themselves)
+    location: str
+    kind: str
 
     def describe(self) -> str:
         return {
             "hub": f"hub model {self.location}",
             "folder": f"local model {self.location}",
+            "smoke": f"model built from config (smoke, {self.location})",
             "built": "model built from config (smoke)",
         }[self.kind]
 
 
-def resolve(task: Task, cfg: TrainConfig) -> ModelSource | None:
-    """The model source, checked; None means 'build the tiny smoke model'."""
+def resolve(task: Task, cfg: TrainConfig) -> ModelSource:
+    """The model source, checked."""
     if cfg.model:
         folder = Path(cfg.model).expanduser()
         if folder.exists() or cfg.model.startswith((".", "/", "~")):
@@ -44,7 +50,7 @@ def resolve(task: Task, cfg: TrainConfig) -> ModelSource | None:
         require_hub(f"model {cfg.model}")
         return ModelSource(cfg.model, "hub")
     if cfg.profile == "smoke":
-        return None
+        return ModelSource(cfg.smoke_model, "smoke")
     require_hub(f"model {task.hub_model}")
     return ModelSource(task.hub_model, "hub")
 
@@ -54,13 +60,13 @@ def build_smoke(
     train: pd.DataFrame,
     seed: int,
     labels: list[str],
-    folder: Path,
     size: str = "tiny",
     seq_len: int = 0,
-) -> ModelSource:
-    """A model of the task's architecture from a config: tiny, or the seed model's own size,
-    with a tokenizer trained on the training data (inputs, and targets for seq2seq)."""
-    import torch  # here, not at the top: only the smoke model's builder needs it in the driver
+):
+    """Tokenizer and model of the task's architecture from a config: tiny, or the seed model's
+    own size, with a tokenizer built from the training data (inputs, and targets for seq2seq)
+    and initial weights drawn from `seed`."""
+    import torch
 
     from training.tokenizer import train_tokenizer
 
@@ -71,25 +77,20 @@ def build_smoke(
     config = task.tiny_config(tokenizer) if size == "tiny" else task.seed_config(tokenizer)
     if task.kind == "classification":
         config.num_labels = len(labels)
+        config.id2label = dict(enumerate(labels))
+        config.label2id = {name: i for i, name in enumerate(labels)}
     # Room for smoke_seq_len's long rows; XLNet reports -1 (no limit) and refuses the setter.
     if 0 < getattr(config, "max_position_embeddings", -1) < seq_len:
         config.max_position_embeddings = seq_len
     torch.manual_seed(seed)
-    model = task.model_class().from_config(config)
-    folder.mkdir(parents=True, exist_ok=True)
-    tokenizer.save_pretrained(folder)
-    model.save_pretrained(folder)
-    return ModelSource(str(folder), "built")
+    return tokenizer, task.model_class().from_config(config)
 
 
-def packed(folder: Path) -> dict[str, bytes]:
-    """A model folder's files by name, to send to workers on other hosts."""
-    return {path.name: path.read_bytes() for path in sorted(folder.iterdir()) if path.is_file()}
-
-
-def unpack(files: dict[str, bytes], folder: Path) -> None:
-    for name, content in files.items():
-        (folder / name).write_bytes(content)
+def make(task: Task, source: ModelSource, cfg: TrainConfig, labels: list[str], train: pd.DataFrame):
+    """A worker's tokenizer and base model: built for `smoke`, else loaded."""
+    if source.kind == "smoke":
+        return build_smoke(task, train, cfg.seed, labels, source.location, cfg.smoke_seq_len)
+    return load(task, source, labels)
 
 
 def load(task: Task, source: ModelSource, labels: list[str]):

@@ -27,7 +27,7 @@ class RunPlan:
     run_name: str
     run_id: str | None  # the MLflow run being continued; None for a new run
     splits: datamod.Splits
-    source: models.ModelSource | None  # None: build the smoke model
+    source: models.ModelSource
 
 
 def resolve_config(layers: list[dict], target: Target) -> TrainConfig:
@@ -83,12 +83,12 @@ def check_lease(cfg: TrainConfig, train_rows: int, target: Target, run_id: str |
     console.print(line)
 
 
-def _record(p: RunPlan, run_id: str, source: models.ModelSource) -> dict:
+def _record(p: RunPlan, run_id: str) -> dict:
     return {
         "config": p.cfg.to_dict(),
         "run_id": run_id,
         "manifest": p.splits.manifest,
-        "source": lifecycle.source_fields(source),
+        "source": lifecycle.source_fields(p.source),
         "labels": p.splits.label_names,
     }
 
@@ -110,7 +110,7 @@ def _start_run(tracker: tracking.Tracker, p: RunPlan, experiment_id: str) -> str
             "workers": str(p.cfg.workers),
             **({"hardware": p.target.hardware} if p.target.hardware else {}),
             **tracking.provenance_tags(),
-            "model_source": p.source.describe() if p.source else "model built from config (smoke)",
+            "model_source": p.source.describe(),
             "data_source": p.splits.source,
         },
         params=p.cfg.to_dict(),
@@ -128,30 +128,38 @@ def _start_run(tracker: tracking.Tracker, p: RunPlan, experiment_id: str) -> str
     )
 
 
-def _tracking_and_model(p: RunPlan, folder) -> tuple[tracking.Tracker, str, models.ModelSource]:
+def _beside_ray(p: RunPlan) -> tuple[tracking.Tracker, str, str]:
+    """What the driver does while Ray starts: MLflow's client, the task's experiment and the
+    run (the one continued, or a new one), then the import of the loop the trainer is handed
+    (torch; it shares no module with ray.init, so the two threads never wait on each other)."""
     tracker = tracking.Tracker(p.target.tracking_uri)
     experiment_id = tracker.experiment(p.task.name, p.target.artifact_root)
-    source = lifecycle.base_model(p.source, p.task, p.splits, p.cfg, folder)
-    return tracker, experiment_id, source
+    run_id = p.run_id or _start_run(tracker, p, experiment_id)
+    import training.loop  # noqa: F401
+
+    return tracker, experiment_id, run_id
 
 
 def run(p: RunPlan) -> dict:
     """Start (or continue) the run; returns its final metrics."""
     from concurrent.futures import ThreadPoolExecutor
 
-    target, cfg, task = p.target, p.cfg, p.task
+    target, cfg, task, source = p.target, p.cfg, p.task, p.source
     folder = target.run_folder(p.run_name)
-    run_id = p.run_id
-    with lifecycle.removed_on_failure(folder):
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            # MLflow's set-up and the smoke model need no Ray: they are made while Ray starts
-            # (ray.init stays on the main thread, which owns the signal handlers).
-            ready = pool.submit(_tracking_and_model, p, folder)
+    with lifecycle.removed_on_failure(folder), ThreadPoolExecutor(max_workers=1) as pool:
+        # ray.init stays on the main thread, which owns the signal handlers. A new run made
+        # beside a Ray that did not start is deleted again: nothing half-made stays.
+        tracked = pool.submit(_beside_ray, p)
+        try:
             gpus = cluster.start(cfg.workers, target.tracking_uri)
-            tracker, experiment_id, source = ready.result()
-        if run_id is None:
-            run_id = _start_run(tracker, p, experiment_id)
-            lifecycle.write(target, lifecycle.RUN, p.run_name, _record(p, run_id, source))
+        except BaseException:
+            if p.run_id is None and tracked.exception() is None:
+                tracker, _, new_run = tracked.result()
+                tracker.delete(new_run)
+            raise
+        tracker, experiment_id, run_id = tracked.result()
+        if p.run_id is None:
+            lifecycle.write(target, lifecycle.RUN, p.run_name, _record(p, run_id))
     use_gpu = gpus > 0
 
     import ray
@@ -246,7 +254,11 @@ def run(p: RunPlan) -> dict:
         with storage.local_folder(result.checkpoint, "model") as model_dir:
             if not model_dir.is_dir():
                 raise stopped()
-            registered = tracker.log_model(run_id, model_dir, task, cfg)
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                # Logging the model needs no Ray: the cluster is stopped meanwhile.
+                logged = pool.submit(tracker.log_model, run_id, model_dir, task, cfg)
+                cluster.stop()
+                registered = logged.result()
         tracker.finish(run_id, "FINISHED")
     lifecycle.mark_finished(target, lifecycle.RUN, p.run_name)
     metrics = {k: v for k, v in result.metrics.items() if k.startswith("eval/")}

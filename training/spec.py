@@ -3,26 +3,19 @@ typed and built once."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import shutil
-import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from training import models
 from training.config import TrainConfig
 from training.models import ModelSource
-from training.targets import in_job
 
 
 @dataclass
 class WorkerSpec:
     cfg: dict  # the resolved TrainConfig, as a dict (it crosses process boundaries)
     labels: list[str]
-    source: dict  # the ModelSource fields: where every worker loads the base model from
+    source: dict  # the ModelSource fields: where every worker gets the base model from
     data: Any  # {"train": frame, "validation": frame}, or a Ray object ref to it
     session: str = "train"  # "train": a Ray Train worker; "tune": one Tune trial's worker
     tracking_uri: str = ""
@@ -35,33 +28,14 @@ class WorkerSpec:
     def build(
         cls, cfg: TrainConfig, labels: list[str], source: ModelSource, data: Any, **fields
     ) -> WorkerSpec:
-        source_fields: dict[str, Any] = {"location": source.location, "kind": source.kind}
-        if source.kind == "built" and in_job():
-            # The smoke model is built in the driver's run folder, on the head's disk: workers
-            # on other hosts get its files through Ray's object store.
-            import ray
-
-            source_fields["files"] = ray.put(models.packed(Path(source.location)))
+        source_fields = {"location": source.location, "kind": source.kind}
         return cls(cfg.to_dict(), list(labels), source_fields, data, **fields)
 
     def config(self) -> TrainConfig:
         return TrainConfig(**self.cfg)
 
-    @contextlib.contextmanager
-    def model_source(self) -> Iterator[ModelSource]:
-        """Where this worker loads the base model from: a shipped one is unpacked into a
-        scratch folder of this host's, removed once loaded."""
-        if "files" not in self.source:
-            yield ModelSource(**self.source)
-            return
-        import ray
-
-        folder = Path(tempfile.mkdtemp(prefix="base-model-"))
-        try:
-            models.unpack(ray.get(self.source["files"]), folder)
-            yield ModelSource(str(folder), "built")
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
+    def model_source(self) -> ModelSource:
+        return ModelSource(**self.source)
 
     def frames(self) -> dict:
         if isinstance(self.data, dict):

@@ -39,7 +39,7 @@ class Target:
         return self.tracking_uri.startswith("sqlite:")
 
     def run_folder(self, run_name: str) -> Path:
-        """The driver's record of a run (config, data manifest, smoke base model); for the
+        """The driver's record of a run (config, data manifest, model source); for the
         embedded target also Ray's checkpoints of it."""
         return self.state_dir / "runs" / run_name
 

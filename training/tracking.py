@@ -117,6 +117,10 @@ class Tracker:
         self.set_tags(run_id, tags or {})
         self.client.set_terminated(run_id, status=outcome)
 
+    def delete(self, run_id: str) -> None:
+        """Move a run to MLflow's trash (a run made for a start that failed)."""
+        self.client.delete_run(run_id)
+
     def children(self, experiment_id: str, parent: str, **tags: str) -> list:
         query = f"tags.`mlflow.parentRunId` = '{parent}'"
         for key, value in tags.items():

@@ -12,9 +12,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from training import strategies
+from training import models, strategies
 from training.config import TrainConfig, input_length
-from training.models import load
 from training.spec import WorkerSpec
 from training.tasks import TASKS, Task
 
@@ -80,9 +79,8 @@ def setup(spec: WorkerSpec, rank: int, world: int, device: torch.device) -> Work
     precision = resolve_precision(cfg.precision, device)
     dtype = DTYPES[precision]
 
-    with spec.model_source() as source:
-        tokenizer, model = load(task, source, spec.labels)
     frames = spec.frames()
+    tokenizer, model = models.make(task, spec.model_source(), cfg, spec.labels, frames["train"])
     max_len = input_length(cfg, task)
     if task.kind == "classification":
         extra = {name: i for i, name in enumerate(spec.labels)}

@@ -57,3 +57,32 @@ def test_bad_config_file_is_refused_cleanly(state_dir, tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("learning_rate: [1\n")
     assert_refused(run_cli(state_dir, "train", CONFIG=str(path)), state_dir, "is not valid YAML")
+
+
+def test_a_run_whose_cluster_cannot_start_leaves_no_run_behind(state_dir, monkeypatch):
+    """MLflow's run is made while Ray starts; when Ray does not start, that run is deleted
+    again and the run's folder removed: nothing half-made stays."""
+    from mlflow import MlflowClient
+    from mlflow.entities import ViewType
+
+    from core.errors import UserError
+    from training import cluster, runner, targets
+
+    monkeypatch.setenv("STACK_DIR", str(state_dir))
+    target = targets.resolve()
+    cfg = runner.resolve_config([{"task": "classify"}], target)
+    plan = runner.plan(cfg, {}, target)
+
+    def no_room(*args, **kwargs):
+        raise UserError("2 workers need 2 GPUs (one per worker); this machine has 1")
+
+    monkeypatch.setattr(cluster, "start", no_room)
+    with pytest.raises(UserError, match="need 2 GPUs"):
+        runner.run(plan)
+
+    client = MlflowClient(target.tracking_uri)
+    experiment = client.get_experiment_by_name("classify")
+    made = client.search_runs([experiment.experiment_id], run_view_type=ViewType.ALL)
+    assert len(made) == 1, "the run was made beside Ray's start"
+    assert client.search_runs([experiment.experiment_id]) == []  # and deleted again
+    assert not target.run_folder(plan.run_name).exists()

@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from tests.conftest import kill_after_first_checkpoint, run_cli
-from training.models import build_smoke
+from tests.conftest import kill_after_first_checkpoint, run_cli, save_smoke_model
 from training.tasks import TASKS
 
 pytestmark = pytest.mark.slow
@@ -26,7 +25,7 @@ def model_without_dropout(tmp_path_factory) -> str:
     """A tiny classifier with dropout off, so runs on different worker counts are comparable."""
     task = TASKS["classify"]
     folder = tmp_path_factory.mktemp("model")
-    build_smoke(task, task.generate(1200, 42), 42, list(task.labels), folder)
+    save_smoke_model(task, task.generate(1200, 42), 42, list(task.labels), folder)
     config_file = folder / "config.json"
     config = json.loads(config_file.read_text())
     config.update(dropout=0.0, attention_dropout=0.0, seq_classif_dropout=0.0)

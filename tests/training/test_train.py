@@ -20,10 +20,10 @@ from tests.conftest import (
     cli_env,
     kill_after_first_checkpoint,
     run_cli,
+    save_smoke_model,
     session_processes,
 )
 from training.config import TrainConfig
-from training.models import build_smoke
 from training.tasks import TASKS
 
 pytestmark = pytest.mark.slow
@@ -139,9 +139,9 @@ def test_users_own_data_file_and_model_folder(state, tmp_path):
     data = tmp_path / "my-news.jsonl"
     frame.to_json(data, orient="records", lines=True)
     tiny = frame.rename(columns={"content": "text"})
-    model = build_smoke(task, tiny, 1, list(task.labels), tmp_path / "model")
+    model = save_smoke_model(task, tiny, 1, list(task.labels), tmp_path / "model")
 
-    train(state, "own-data", "max_steps=20", TASK="classify", DATA=str(data), MODEL=model.location)
+    train(state, "own-data", "max_steps=20", TASK="classify", DATA=str(data), MODEL=str(model))
     run = only_run(tracking(state), "classify", "own-data")
     assert run.info.status == "FINISHED"
     assert str(tmp_path / "model") in run.data.tags["model_source"]

@@ -27,7 +27,7 @@ class SearchPlan:
     continuing: bool
     parent_run_id: str | None
     splits: datamod.Splits
-    source: models.ModelSource | None
+    source: models.ModelSource
     max_t: int = 0  # ASHA's horizon, in steps
     grace_period: int = 0
 

@@ -7,7 +7,7 @@ import os
 
 from core.errors import UserError
 from core.paths import reports_root
-from training import cluster, lifecycle, models, storage, tracking
+from training import cluster, lifecycle, storage, tracking
 from training.progress import console
 from training.spec import WorkerSpec
 from training.tune import results
@@ -16,9 +16,7 @@ from training.tune.space import SearchSpec
 from training.tune.trial import TrialSetup, run_trial
 
 
-def _start_parent(
-    tracker: tracking.Tracker, p: SearchPlan, experiment_id: str, source: models.ModelSource
-) -> str:
+def _start_parent(tracker: tracking.Tracker, p: SearchPlan, experiment_id: str) -> str:
     params = {
         "num_samples": p.spec.num_samples,
         "metric": p.spec.metric,
@@ -38,7 +36,7 @@ def _start_parent(
             "profile": p.cfg.profile,
             "tune.search": "asha",
             **tracking.provenance_tags(),
-            "model_source": source.describe(),
+            "model_source": p.source.describe(),
             "data_source": p.splits.source,
         },
         params=params,
@@ -46,7 +44,7 @@ def _start_parent(
     )
 
 
-def _record(p: SearchPlan, parent_run_id: str, source: models.ModelSource | None) -> dict:
+def _record(p: SearchPlan, parent_run_id: str) -> dict:
     return {
         "config": p.cfg.to_dict(),
         "explicit": p.explicit,
@@ -54,7 +52,7 @@ def _record(p: SearchPlan, parent_run_id: str, source: models.ModelSource | None
         "num_samples": p.spec.num_samples,
         "parent_run_id": parent_run_id,
         "manifest": p.splits.manifest,
-        "source": lifecycle.source_fields(source),
+        "source": lifecycle.source_fields(p.source),
     }
 
 
@@ -105,26 +103,22 @@ def run(p: SearchPlan) -> dict:
     folder = target.run_folder(p.search_id)
     parent_run_id = p.parent_run_id
     with lifecycle.removed_on_failure(folder):
-        # one base model for every trial: they differ only in what the search varies
-        source = lifecycle.base_model(p.source, task, p.splits, cfg, folder)
         if parent_run_id is None:
-            parent_run_id = _start_parent(tracker, p, experiment_id, source)
-            lifecycle.write(
-                target, lifecycle.SEARCH, p.search_id, _record(p, parent_run_id, source)
-            )
+            parent_run_id = _start_parent(tracker, p, experiment_id)
+            lifecycle.write(target, lifecycle.SEARCH, p.search_id, _record(p, parent_run_id))
     url = target.run_url(experiment_id, parent_run_id)
     console.print(
         f"[bold]{task.name}[/] search [bold]{p.search_id}[/] · profile {cfg.profile} · "
         f"{spec.num_samples} trials · ASHA on {spec.metric} ({spec.mode}), steps "
         f"{p.grace_period}..{p.max_t} · per trial {resources['CPU']:g} CPU, "
-        f"{resources['GPU']:g} GPU · {source.describe()}"
+        f"{resources['GPU']:g} GPU · {p.source.describe()}"
     )
     for key, dim in spec.space.items():
         console.print(f"  {key}: {dim.describe()}")
     console.print(f"MLflow parent run {parent_run_id}: {url}")
 
     base = WorkerSpec.build(
-        cfg, p.splits.label_names, source, None, tracking_uri=target.tracking_uri
+        cfg, p.splits.label_names, p.source, None, tracking_uri=target.tracking_uri
     )
     setup = TrialSetup(
         spec=base.replace(cfg={"resume": False}),
