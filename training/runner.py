@@ -130,14 +130,22 @@ def _start_run(tracker: tracking.Tracker, p: RunPlan, experiment_id: str) -> str
 
 def _beside_ray(p: RunPlan) -> tuple[tracking.Tracker, str, str]:
     """What the driver does while Ray starts: MLflow's client, the task's experiment and the
-    run (the one continued, or a new one), then the import of the loop the trainer is handed
-    (torch; it shares no module with ray.init, so the two threads never wait on each other)."""
+    run (the one continued, or a new one), then the import of torch, which Ray Train's torch
+    trainer needs (torch shares no module with ray.init: neither thread waits on the other)."""
     tracker = tracking.Tracker(p.target.tracking_uri)
     experiment_id = tracker.experiment(p.task.name, p.target.artifact_root)
     run_id = p.run_id or _start_run(tracker, p, experiment_id)
-    import training.loop  # noqa: F401
+    import torch  # noqa: F401
 
     return tracker, experiment_id, run_id
+
+
+def train_loop_per_worker(config: dict) -> None:
+    """What the trainer hands each worker: the loop, imported there. The driver never imports
+    the loop's own modules (torch's distributed checkpointing, the worker's set-up)."""
+    from training.loop import train_loop_per_worker as loop
+
+    loop(config)
 
 
 def run(p: RunPlan) -> dict:
@@ -166,8 +174,6 @@ def run(p: RunPlan) -> dict:
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
     from ray.train.v2.api.config import LoggingConfig
-
-    from training.loop import train_loop_per_worker
 
     url = target.run_url(experiment_id, run_id)
     console.print(
