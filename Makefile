@@ -73,7 +73,7 @@ test-stack: $(READY) $(ANSIBLE_READY) ## only the stack tests: molecule per role
 	$(PY) -m pytest tests/stack $(PYTEST_ARGS)
 
 lint: $(READY) $(ANSIBLE_READY) ## ruff, ansible-lint (production profile), terraform fmt and checkov over infra/
-	$(VENV)/bin/ruff check core training stack tests mlflow-stack
+	$(VENV)/bin/ruff check core training stack tests mlflow-stack tools
 	cd ansible && ../$(ANSIBLE_VENV)/bin/ansible-lint
 	terraform fmt -check -recursive infra
 	infra/checkov.sh --quiet

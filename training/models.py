@@ -86,7 +86,9 @@ def build_smoke(
     return tokenizer, task.model_class().from_config(config)
 
 
-def make(task: Task, source: ModelSource, cfg: TrainConfig, labels: list[str], train: pd.DataFrame):
+def build_or_load(
+    task: Task, source: ModelSource, cfg: TrainConfig, labels: list[str], train: pd.DataFrame
+):
     """A worker's tokenizer and base model: built for `smoke`, else loaded."""
     if source.kind == "smoke":
         return build_smoke(task, train, cfg.seed, labels, source.location, cfg.smoke_seq_len)

@@ -5,6 +5,7 @@ are all checked before the first folder, MLflow run or Ray process is made."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 
@@ -163,7 +164,8 @@ def run(p: RunPlan) -> dict:
         except BaseException:
             if p.run_id is None and tracked.exception() is None:
                 tracker, _, new_run = tracked.result()
-                tracker.delete(new_run)
+                with contextlib.suppress(Exception):  # the failed start is what to report
+                    tracker.delete(new_run)
             raise
         tracker, experiment_id, run_id = tracked.result()
         if p.run_id is None:
