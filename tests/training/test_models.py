@@ -74,3 +74,21 @@ def test_every_process_builds_the_same_smoke_model():
     )
     assert built[0] == built[1]
     assert list(built[0][1].values()) == list(TASKS["classify"].labels)
+
+
+def test_a_run_recorded_with_a_driver_built_model_still_continues(tmp_path):
+    """Runs recorded before workers built the smoke model name the folder the driver built it
+    into (kind "built"): continuing one loads that folder, labels and all."""
+    from training.config import TrainConfig
+    from training.models import ModelSource, build_or_load
+
+    task = TASKS["classify"]
+    labels = list(task.labels)
+    train = task.generate(60, seed=1)
+    folder = save_smoke_model(task, train, 1, labels, tmp_path / "base_model")
+
+    tokenizer, model = build_or_load(
+        task, ModelSource(str(folder), "built"), TrainConfig(), labels, train
+    )
+    assert model.config.id2label == dict(enumerate(labels))
+    assert tokenizer("a b c")["input_ids"]
