@@ -3,8 +3,7 @@
 The driver resolves the source once: a hub id or a local model folder (workers load it
 themselves), or for `smoke` a model of the task's architecture that every worker builds from a
 config (seeded initial weights, a tokenizer built from the run's data): the same on every rank
-and at every restart, with no file to write, read or ship to other hosts, and no torch in the
-driver."""
+and at every restart, with no file to write, read or ship to other hosts."""
 
 from __future__ import annotations
 
