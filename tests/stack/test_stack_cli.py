@@ -476,6 +476,9 @@ def test_restore_brings_the_purged_stack_back_and_resume_continues(stack_dir, tr
     # the history must go on without a gap or a repeat either way. The end is a logging step
     # (logging_steps=5): the last step is always logged too.
     end = (max(logged, killed_at) // 5 + 4) * 5
+    # What a root's own run that continued from a checkpoint leaves on this host: Ray's shared
+    # lock folder, closed to the stack's ray user, which must not need it.
+    Path("/tmp/_ray_lockfiles").mkdir(mode=0o755, exist_ok=True)
     proc = make(stack_dir, "train", "TASK=classify", "RESUME=1", f"RUN_NAME={killed}",
                 f"max_steps={end}", timeout=900)  # fmt: skip
     assert proc.returncode == 0, tail(proc)
