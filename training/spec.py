@@ -15,7 +15,7 @@ from training.models import ModelSource
 class WorkerSpec:
     cfg: dict  # the resolved TrainConfig, as a dict (it crosses process boundaries)
     labels: list[str]
-    source: dict  # the ModelSource fields: where every worker gets the base model from
+    source: ModelSource  # where every worker gets the base model from
     data: Any  # {"train": frame, "validation": frame}, or a Ray object ref to it
     session: str = "train"  # "train": a Ray Train worker; "tune": one Tune trial's worker
     tracking_uri: str = ""
@@ -28,14 +28,10 @@ class WorkerSpec:
     def build(
         cls, cfg: TrainConfig, labels: list[str], source: ModelSource, data: Any, **fields
     ) -> WorkerSpec:
-        source_fields = {"location": source.location, "kind": source.kind}
-        return cls(cfg.to_dict(), list(labels), source_fields, data, **fields)
+        return cls(cfg.to_dict(), list(labels), source, data, **fields)
 
     def config(self) -> TrainConfig:
         return TrainConfig(**self.cfg)
-
-    def model_source(self) -> ModelSource:
-        return ModelSource(**self.source)
 
     def frames(self) -> dict:
         if isinstance(self.data, dict):

@@ -80,9 +80,7 @@ def setup(spec: WorkerSpec, rank: int, world: int, device: torch.device) -> Work
     dtype = DTYPES[precision]
 
     frames = spec.frames()
-    tokenizer, model = models.build_or_load(
-        task, spec.model_source(), cfg, spec.labels, frames["train"]
-    )
+    tokenizer, model = models.build_or_load(task, spec.source, cfg, spec.labels, frames["train"])
     max_len = input_length(cfg, task)
     if task.kind == "classification":
         extra = {name: i for i, name in enumerate(spec.labels)}
