@@ -1,26 +1,39 @@
 """The state folder's contract: what `make up` writes into `.stack/<name>/` and what the
 training package reads from it, typed here so both sides agree.
 
-- `stack.json`: the stack record (its name, cloud and state: "starting", "up", "down").
+- `stack.json`: the stack record (`StackRecord`, versioned): its name, cloud and state
+  ("starting", "hosts", "up", "down"), where it runs (site, hardware), its lease, hosts and
+  the versions it runs. Read and written only through this module.
 - `endpoints.json`: written by the last play of `ansible/site.yml`: where clients reach MLflow,
   Ray and the object store, and the files that hold their credentials (never the secrets).
 - `.stack/current`: the name of the stack the last `make up` was for, which commands given no
   STACK_NAME or CLOUD are about (so `make up CLOUD=chameleon` is followed by a plain
-  `make train`)."""
+  `make train`).
+
+A damaged file (truncated, not JSON, wrong types) is a `DamagedState`: one line naming the file
+and how to recover, never a traceback."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import os
+import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
+from core.errors import UserError
 from core.paths import state_root
 
 STACK_RECORD = "stack.json"
 ENDPOINTS = "endpoints.json"
 CURRENT = "current"
+RECORD_VERSION = 2  # 1: the untyped record, with a target's own fields under "chameleon"
+
+
+class DamagedState(UserError):
+    """A state file that cannot be read; the message names it and the way out."""
 
 
 def stack_name(environ=None) -> str:
@@ -47,25 +60,118 @@ def stack_folder(name: str) -> Path:
     return state_root() / name
 
 
+def now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+@dataclass
+class LeaseRecord:
+    """A Chameleon lease as the stack keeps it (times in ISO 8601, UTC)."""
+
+    id: str = ""
+    name: str = ""
+    status: str = ""
+    start: str = ""
+    end: str = ""
+    hours: int = 0
+    pinned_for: str = ""  # the lease whose instances' host keys known_hosts holds
+
+    def end_time(self) -> datetime | None:
+        return datetime.fromisoformat(self.end).astimezone(UTC) if self.end else None
+
+
+@dataclass
+class HostRecord:
+    name: str
+    address: str  # its private address, which the other stack hosts reach it at
+    groups: list[str] = field(default_factory=list)
+
+
 @dataclass
 class StackRecord:
     name: str
     cloud: str
-    state: str = ""  # "starting", "up" or "down"
+    state: str = ""  # "starting", "hosts" (sim: hosts only), "up" or "down"
     updated: str = ""
-    extra: dict = field(default_factory=dict)  # what a target keeps of its own (a lease, ...)
+    version: int = RECORD_VERSION
+    site: str = ""  # Chameleon's site
+    account: str = ""  # the clouds.yaml entry it was made with
+    hardware: str = ""  # the GPU flavor or node type
+    gpu_count: int = 0
+    lease: LeaseRecord = field(default_factory=LeaseRecord)
+    steps: dict[str, str] = field(default_factory=dict)  # `make up`'s steps done, with when
+    hosts: list[HostRecord] = field(default_factory=list)
+    versions: dict[str, str] = field(default_factory=dict)  # the services' pinned versions
 
     @property
     def is_up(self) -> bool:
         return self.state == "up"
 
+    @property
+    def lease_end(self) -> str:
+        return self.lease.end
+
     @classmethod
     def read(cls, folder: Path) -> StackRecord | None:
-        return _read(cls, folder / STACK_RECORD)
+        path = folder / STACK_RECORD
+        values = _load(path)
+        if values is None:
+            return None
+        try:
+            return cls.from_dict(_migrate(values))
+        except (TypeError, ValueError, KeyError, AttributeError):
+            raise _damaged(path, "its fields are not a stack record") from None
+
+    @classmethod
+    def from_dict(cls, values: dict) -> StackRecord:
+        values = {k: v for k, v in values.items() if k in _names(cls)}
+        record = cls(**values)
+        if isinstance(values.get("lease"), dict):
+            record.lease = LeaseRecord(**values["lease"])
+        record.hosts = [HostRecord(**h) if isinstance(h, dict) else h for h in record.hosts]
+        for name, kind in (("name", str), ("cloud", str), ("state", str), ("gpu_count", int)):
+            if not isinstance(getattr(record, name), kind):
+                raise TypeError(name)
+        if not isinstance(record.lease, LeaseRecord) or not isinstance(record.steps, dict):
+            raise TypeError("lease")
+        return record
 
     def to_dict(self) -> dict:
-        values = dataclasses.asdict(self)
-        return {**values.pop("extra"), **values}
+        return dataclasses.asdict(self)
+
+    def save(self, folder: Path) -> None:
+        """Write it atomically, 0600 from the first byte."""
+        self.updated = now()
+        path = folder / STACK_RECORD
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(json.dumps(self.to_dict(), indent=2) + "\n")
+        tmp.replace(path)
+
+
+def _migrate(values: dict) -> dict:
+    """A record of an earlier version in today's shape (nothing it held is lost)."""
+    if values.get("version", 1) >= RECORD_VERSION:
+        return values
+    old = dict(values.pop("chameleon", None) or {})
+    values.pop("extra", None)
+    lease = {
+        "id": old.get("lease_id") or "",
+        "end": old.get("lease_end") or "",
+        "hours": old.get("lease_hours") or 0,
+        "pinned_for": old.get("pinned_for_lease") or "",
+    }
+    return {
+        **values,
+        "version": RECORD_VERSION,
+        "site": old.get("site", ""),
+        "account": old.get("cloud", ""),
+        "hardware": old.get("gpu_hardware", ""),
+        "gpu_count": old.get("gpu_count", 0),
+        "steps": old.get("steps", {}),
+        "lease": lease,
+    }
 
 
 @dataclass
@@ -87,15 +193,27 @@ class Endpoints:
     mlflow_training_username: str = ""  # the jobs' own MLflow user (edit rights, not admin)
     mlflow_training_password_file: str = ""
     service_logs: dict = field(default_factory=dict)
-    # Chameleon: the URLs above are the local ends of `make tunnel` ("make tunnel" here), and
-    # the services' own addresses, reachable only inside the stack, are kept under `private`.
+    # Chameleon, sim: the URLs above are the local ends of `make tunnel` ("make tunnel" here),
+    # and the services' own addresses, reachable only inside the stack, are kept under
+    # `private`.
     reached_through: str = ""
     private: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)  # keys this version does not know yet
 
     @classmethod
     def read(cls, folder: Path) -> Endpoints | None:
-        return _read(cls, folder / ENDPOINTS)
+        path = folder / ENDPOINTS
+        values = _load(path)
+        if values is None:
+            return None
+        known = _names(cls) - {"extra"}
+        try:
+            return cls(
+                **{k: v for k, v in values.items() if k in known},
+                extra={k: v for k, v in values.items() if k not in known},
+            )
+        except TypeError:
+            raise _damaged(path, "it lacks fields every stack writes") from None
 
     def log(self, service: str) -> str:
         return self.service_logs.get(service, "")
@@ -106,16 +224,31 @@ class Endpoints:
         return "`make status` shows the services"
 
 
-def _read(cls, path: Path):
-    """The file as `cls`; keys this version does not know go to `extra`, never lost."""
+def _names(cls) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)}
+
+
+def _load(path: Path) -> dict | None:
+    """The file's JSON object; None when there is no file."""
     if not path.is_file():
         return None
-    values = json.loads(path.read_text())
-    known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
-    return cls(
-        **{k: v for k, v in values.items() if k in known},
-        extra={k: v for k, v in values.items() if k not in known},
+    try:
+        values = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        raise _damaged(path, "it is not JSON (truncated?)") from None
+    if not isinstance(values, dict):
+        raise _damaged(path, "it is not a JSON object")
+    return values
+
+
+def _damaged(path: Path, why: str) -> DamagedState:
+    how = (
+        "`make up` writes it again"
+        if path.name == ENDPOINTS
+        else f"move it aside (e.g. `mv {path} {path}.bad`), then `make status` or `make down` "
+        "works from what is left, and `make up` writes a new one"
     )
+    return DamagedState(f"{path} cannot be read: {why}; {how}")
 
 
 def stack_up(name: str) -> tuple[StackRecord, Endpoints] | None:

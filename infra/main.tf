@@ -30,20 +30,4 @@ locals {
 
   # What every resource carries so a stack's leftovers can be found by name.
   stack_tag = "stack=${var.stack_name}"
-
-  ssh_private_key_file = var.ssh_private_key_file != "" ? var.ssh_private_key_file : abspath("${path.module}/../.stack/${var.stack_name}/secrets/ssh_key")
-  known_hosts_file     = var.known_hosts_file != "" ? var.known_hosts_file : abspath("${path.module}/../.stack/${var.stack_name}/known_hosts")
-}
-
-module "inventory" {
-  source = "./modules/inventory"
-
-  hosts = {
-    for name, port in openstack_networking_port_v2.this :
-    name => { private_address = port.all_fixed_ips[0], role = local.hosts[name].role }
-  }
-  gateway_address      = data.openstack_networking_floatingip_v2.gateway.address
-  ssh_user             = local.ssh_user
-  ssh_private_key_file = local.ssh_private_key_file
-  known_hosts_file     = local.known_hosts_file
 }

@@ -14,11 +14,9 @@ output "layout" {
 }
 
 output "hosts" {
-  description = "Every host: name -> { private_address, role = \"services\" | \"worker\" }."
-  value       = module.inventory.hosts
-}
-
-output "inventory" {
-  description = "The Ansible inventory (YAML) of the stack: services, ray_head, ray_workers, all through the gateway."
-  value       = module.inventory.yaml
+  description = "Every host: name -> { private_address, role = \"services\" | \"worker\" }. The stack CLI renders the Ansible inventory from it."
+  value = {
+    for name, port in openstack_networking_port_v2.this :
+    name => { private_address = port.all_fixed_ips[0], role = local.hosts[name].role }
+  }
 }

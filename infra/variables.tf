@@ -138,15 +138,3 @@ variable "data_volume_id" {
     error_message = "data_volume_id is for KVM sites only: bare-metal sites have no Cinder volumes, leave it empty."
   }
 }
-
-variable "ssh_private_key_file" {
-  description = "Path of the stack's private key, written into the Ansible inventory (never read by Terraform). Empty: .stack/<stack_name>/secrets/ssh_key in the repository."
-  type        = string
-  default     = ""
-}
-
-variable "known_hosts_file" {
-  description = "Path of the stack's pinned known_hosts, written into the Ansible inventory. Empty: .stack/<stack_name>/known_hosts in the repository."
-  type        = string
-  default     = ""
-}

@@ -1,34 +1,65 @@
-"""SSH into a stack of several hosts (Chameleon's, sim's): the key pair the stack generates,
-host keys pinned (at first contact on Chameleon, whose floating IPs are recycled; by `make up`
-on sim), the jump through the gateway (Chameleon's floating IP, sim's head), and the tunnels to
+"""SSH into a stack of several hosts (Chameleon's, sim's), in one place for the CLI, the sim's
+sshd set-up, the health probes and Ansible's inventory: the key pair the stack generates, host
+keys pinned (at first contact on Chameleon, whose floating IPs are recycled; by `make up` on
+sim), the jump through the gateway (Chameleon's floating IP, sim's head), and the tunnels to
 the services, which answer only the stack's own hosts."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
+import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from core.errors import UserError
 from core.services import role_defaults
 
-# Reached only through SSH tunnels (ARCHITECTURE.md "Services and ports"), each on its own port
-# number on this machine: (what it is, the role and defaults key of its port, the endpoints.json
-# field that gives its URL to clients).
+# Reached only through SSH tunnels (the services answer the stack's own hosts only), each on
+# its own port number on this machine: (what it is, the role and defaults key of its port, the
+# endpoints.json field that gives its URL to clients).
 TUNNELLED = (
     ("MLflow", "mlflow", "mlflow_port", "mlflow_tracking_uri"),
     ("Ray dashboard", "ray", "ray_dashboard_port", "ray_address"),
     ("object store (S3 API)", "seaweedfs", "seaweedfs_s3_port", "s3_endpoint"),
 )
 TUNNEL_COMMAND = "make tunnel"
+CONNECT_TIMEOUT_S = 10
+TUNNEL_STARTUP_S = 30  # for ssh to log in through the gateway and listen on every port
 
 
 def tunnelled_ports() -> dict[str, int]:
     return {name: int(role_defaults(role)[key]) for name, role, key, _ in TUNNELLED}
+
+
+def key_file(folder: Path) -> Path:
+    """The stack's SSH key (its public half beside it as ssh_key.pub)."""
+    return folder / "secrets" / "ssh_key"
+
+
+def ensure_key(folder: Path) -> str:
+    """The stack's SSH key (ed25519, 0600, made once); returns the public half."""
+    key = key_file(folder)
+    if not key.is_file():
+        keygen(key, f"stack-{folder.name}")
+    key.chmod(0o600)
+    return Path(f"{key}.pub").read_text().strip()
+
+
+def keygen(path: Path, comment: str) -> None:
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
+        check=True,
+        capture_output=True,
+        stdin=subprocess.DEVNULL,
+    )
+    path.chmod(0o600)
 
 
 @dataclass(frozen=True)
@@ -41,33 +72,60 @@ class Access:
 
     @property
     def key(self) -> Path:
-        return self.folder / "secrets" / "ssh_key"
+        return key_file(self.folder)
 
     @property
     def known_hosts(self) -> Path:
         return self.folder / "known_hosts"
 
-    def strict(self) -> list[str]:
+    @property
+    def control_dir(self) -> Path:
+        """Where Ansible's SSH connection masters keep their sockets (closed before a sim's
+        network goes)."""
+        return self.folder / "ssh-control"
+
+    def pinned(self, first_contact: bool = False) -> list[str]:
+        """Host keys from the stack's known_hosts only: strict, but at first contact (a new
+        Chameleon instance), when the key seen is pinned."""
+        pin = "accept-new" if first_contact else "yes"
         return [
             "-o", f"UserKnownHostsFile={self.known_hosts}",
-            "-o", "StrictHostKeyChecking=yes",
+            "-o", f"StrictHostKeyChecking={pin}",
         ]  # fmt: skip
 
     def proxy_command(self) -> str:
-        """The jump hop with the same key and pins (ProxyJump would drop both)."""
+        """The jump hop through the gateway with the same key and pins (ProxyJump would drop
+        both)."""
         hop = [
-            "ssh", "-W", "%h:%p", "-q", "-i", str(self.key), *self.strict(),
-            f"{self.user}@{self.gateway}",
+            "ssh", "-W", "%h:%p", "-q", "-i", str(self.key), "-o", "IdentitiesOnly=yes",
+            *self.pinned(), "-o", "BatchMode=yes", f"{self.user}@{self.gateway}",
         ]  # fmt: skip
         return " ".join(shlex.quote(part) if part != "%h:%p" else part for part in hop)
 
     def ssh_args(self, host: str, first_contact: bool = False) -> list[str]:
-        pin = "accept-new" if first_contact else "yes"
-        args = ["-i", str(self.key), "-o", f"UserKnownHostsFile={self.known_hosts}"]
-        args += ["-o", f"StrictHostKeyChecking={pin}", "-o", "BatchMode=yes"]
+        args = ["-i", str(self.key), "-o", "IdentitiesOnly=yes", *self.pinned(first_contact)]
+        args += ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={CONNECT_TIMEOUT_S}"]
         if host != self.gateway:
             args += ["-o", f"ProxyCommand={self.proxy_command()}"]
         return [*args, f"{self.user}@{host}"]
+
+    def ssh_command(self, host: str, *command: str) -> list[str]:
+        return ["ssh", *self.ssh_args(host), *command]
+
+    def ansible_args(self, host: str) -> str:
+        """`ansible_ssh_common_args` for `host`: the pins, and the jump unless it is the
+        gateway (the key and user are inventory variables of their own)."""
+        args = " ".join(self.pinned())
+        if host == self.gateway:
+            return args
+        return f"-o ProxyCommand={shlex.quote(self.proxy_command())} {args}"
+
+    def answers(self, host: str) -> bool:
+        proc = subprocess.run(
+            self.ssh_command(host, "true"), capture_output=True, stdin=subprocess.DEVNULL,
+            timeout=60, check=False,
+        )  # fmt: skip
+        return proc.returncode == 0
 
 
 def from_inventory(folder: Path, inventory_file: Path) -> tuple[Access, str]:
@@ -81,20 +139,6 @@ def from_inventory(folder: Path, inventory_file: Path) -> tuple[Access, str]:
     return Access(folder, user, services["ansible_host"]), services["stack_private_address"]
 
 
-def ensure_key(folder: Path) -> str:
-    """The stack's SSH key (ed25519, 0600, made once); returns the public half."""
-    key = folder / "secrets" / "ssh_key"
-    if not key.is_file():
-        key.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        subprocess.run(
-            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"stack-{folder.name}",
-             "-f", str(key)],
-            check=True,
-        )  # fmt: skip
-        os.chmod(key, 0o600)
-    return (key.parent / "ssh_key.pub").read_text().strip()
-
-
 def wait_for_ssh(access: Access, hosts: list[str], timeout: float, interval: float = 10) -> None:
     """Log in to each host once (the gateway first, the others through it), pinning each host
     key at that first contact; afterwards every connection is strict."""
@@ -102,11 +146,8 @@ def wait_for_ssh(access: Access, hosts: list[str], timeout: float, interval: flo
     for host in [access.gateway, *[h for h in hosts if h != access.gateway]]:
         while True:
             proc = subprocess.run(
-                ["ssh", "-o", "ConnectTimeout=10", *access.ssh_args(host, first_contact=True),
-                 "true"],
-                capture_output=True,
-                text=True,
-                check=False,
+                ["ssh", *access.ssh_args(host, first_contact=True), "true"],
+                capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False,
             )  # fmt: skip
             if proc.returncode == 0:
                 break
@@ -119,6 +160,7 @@ def wait_for_ssh(access: Access, hosts: list[str], timeout: float, interval: flo
             time.sleep(interval)
 
 
+# --- tunnels -----------------------------------------------------------------------------
 def tunnel_command(
     access: Access, services_address: str, local_ports: list[int] | None = None
 ) -> list[str]:
@@ -134,6 +176,59 @@ def tunnel_command(
 
 def local_urls() -> dict[str, str]:
     return {name: f"http://127.0.0.1:{port}" for name, port in tunnelled_ports().items()}
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def _answers(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@contextlib.contextmanager
+def tunnel(access: Access, services_address: str, why: str) -> Iterator[dict[str, int]]:
+    """SSH forwards from free local ports to the tunnelled services, for as long as the
+    block runs; yields {endpoints field: local port}. The ssh process is this function's own
+    and is ended on the way out, Ctrl-C included. `why` names the command, for its errors."""
+    fields = [field for _, _, _, field in TUNNELLED]
+    local = dict(zip(fields, free_ports(len(fields)), strict=True))
+    cmd = tunnel_command(access, services_address, list(local.values()))
+    proc = subprocess.Popen(
+        cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.monotonic() + TUNNEL_STARTUP_S
+        while not all(_answers(port) for port in local.values()):
+            if proc.poll() is not None:
+                last = (proc.stderr.read().strip().splitlines() or ["no output"])[-1]
+                raise UserError(
+                    f"the SSH tunnel for {why} ended (exit {proc.returncode}: {last}); the "
+                    "gateway may be unreachable: `make status` shows the stack"
+                )
+            if time.monotonic() > deadline:
+                raise UserError(
+                    f"the SSH tunnel for {why} did not open within {TUNNEL_STARTUP_S} s; "
+                    "`make status` shows the stack"
+                )
+            time.sleep(0.5)
+        yield local
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def point_clients_at_tunnels(services_file: Path, endpoints_file: Path) -> None:
@@ -152,6 +247,7 @@ def point_clients_at_tunnels(services_file: Path, endpoints_file: Path) -> None:
         endpoints[field] = local[name]
     endpoints.update(private=private, reached_through=TUNNEL_COMMAND)
     partial = endpoints_file.with_suffix(".partial")
-    partial.write_text(json.dumps(endpoints, indent=2) + "\n")
-    partial.chmod(0o600)
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(json.dumps(endpoints, indent=2) + "\n")
     partial.replace(endpoints_file)

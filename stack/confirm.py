@@ -9,31 +9,16 @@ import sys
 from core.errors import UserError
 from stack.state import Stack
 
-# What a purge deletes on each target (the state folder is added with its path).
-DELETES = {
-    "local": (
-        "MLflow's databases (runs, metrics, users) in the stack's PostgreSQL",
-        "the object store's buckets (artifacts, checkpoints, datasets)",
-        "Ray's checkpoints and run records (what RESUME=1 continues from)",
-        "the stack's secrets (passwords, tokens, keys)",
-    ),
-    "sim": (
-        "every sim host's data (MLflow's databases, buckets, checkpoints, run records)",
-        "the stack's secrets (SSH key, passwords, tokens)",
-    ),
-    "chameleon": (
-        "the data volume (MLflow's databases, buckets, checkpoints, run records)",
-        "the stack's secrets (SSH key, passwords, tokens)",
-    ),
-}
 
-
-def confirm_purge(stack: Stack, environ=None, stdin=None) -> None:
-    """Return only when the user confirmed deleting `stack`'s data; else a UserError."""
+def confirm_purge(
+    stack: Stack, deletes: tuple[str, ...], keeps_folder: bool, environ=None, stdin=None
+) -> None:
+    """Return only when the user confirmed deleting `stack`'s data (`deletes` says what, the
+    target's own list); else a UserError."""
     environ = os.environ if environ is None else environ
     stdin = sys.stdin if stdin is None else stdin
-    items = list(DELETES[stack.cloud])
-    if stack.cloud != "chameleon":  # chameleon keeps its folder (the lease's record)
+    items = list(deletes)
+    if not keeps_folder:
         items.append(f"the state folder {stack.display(stack.folder)} (what the stack wrote)")
     print(
         f"make down PURGE=1 deletes, for good, of stack {stack.name!r}:\n"

@@ -88,9 +88,11 @@ def ray_nodes(endpoints: Endpoints) -> list[dict]:
     address = endpoints.ray_address.rstrip("/")
     token = {"Authorization": f"Bearer {secret(endpoints.ray_auth_token_file)}"}
     status, body = _get(f"{address}/api/v0/nodes?detail=1&limit=1000", token, timeout=15)
-    if status != 200:
+    try:
+        found = json.loads(body) if status == 200 else {}
+        return found.get("data", {}).get("result", {}).get("result", [])
+    except (ValueError, AttributeError):  # not Ray's answer
         return []
-    return json.loads(body).get("data", {}).get("result", {}).get("result", [])
 
 
 OBJECT_STORE_NAMES = {"seaweedfs": "SeaweedFS", "external": "S3 (external)"}
@@ -131,11 +133,16 @@ def _head_bucket(url: str, access_key: str, secret_key: str, bucket: str) -> Non
     ).head_bucket(Bucket=bucket)
 
 
-def check_all(endpoints: Endpoints) -> list[Check]:
-    checks = [postgresql(endpoints), mlflow(endpoints), ray(endpoints)]
+def remote_checks(endpoints: Endpoints) -> list[Check]:
+    """The services a client reaches (PostgreSQL is the services host's own)."""
+    checks = [mlflow(endpoints), ray(endpoints)]
     if endpoints.s3_endpoint:
         checks.append(object_store(endpoints))
     return checks
+
+
+def check_all(endpoints: Endpoints) -> list[Check]:
+    return [postgresql(endpoints), *remote_checks(endpoints)]
 
 
 def wait_healthy(endpoints: Endpoints, timeout: float = 90) -> list[Check]:

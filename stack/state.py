@@ -5,7 +5,7 @@ generated secrets (0600), the Ansible logs and `stack.json` (what `make status` 
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import os
 import shutil
 import time
@@ -160,20 +160,27 @@ class Stack:
     def endpoints(self) -> state.Endpoints | None:
         return state.Endpoints.read(self.folder)
 
-    def record(self) -> dict:
-        record = state.StackRecord.read(self.folder)
-        return record.to_dict() if record else {}
+    @property
+    def record(self) -> state.StackRecord:
+        """The stack's record (a new one when there is none yet); a damaged file is a
+        one-line DamagedState."""
+        return state.StackRecord.read(self.folder) or state.StackRecord(self.name, self.cloud)
 
-    def save_record(self, **fields) -> None:
-        record = {**self.record(), "name": self.name, "cloud": self.cloud, **fields}
-        tmp = self.record_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(record, indent=2) + "\n")
-        os.chmod(tmp, 0o600)
-        tmp.replace(self.record_file)
+    def update(self, **fields) -> state.StackRecord:
+        """Change fields of the record and write it; returns the new record."""
+        record = dataclasses.replace(self.record, name=self.name, cloud=self.cloud, **fields)
+        record.save(self.folder)
+        return record
+
+    def update_lease(self, **changes) -> state.StackRecord:
+        return self.update(lease=dataclasses.replace(self.record.lease, **changes))
+
+    def step_done(self, step: str) -> None:
+        self.update(steps={**self.record.steps, step: state.now()})
 
     @property
     def is_up(self) -> bool:
-        return self.record().get("state") == "up"
+        return self.record.is_up
 
     def display(self, path: Path) -> str:
         """A path as the user would type it: relative to the repository when inside it."""

@@ -128,3 +128,14 @@ def save_smoke_model(task, train, seed: int, labels: list[str], folder: Path, se
     tokenizer.save_pretrained(folder)
     model.save_pretrained(folder)
     return folder
+
+
+def service_rows(output: str) -> dict[str, list[str]]:
+    """The services table `make up` and `make status` print: service -> its cells (health,
+    address, detail, log)."""
+    rows = {}
+    for line in output.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("│").split("│")]
+        if len(cells) == 5 and cells[1] in ("ok", "failing"):
+            rows[cells[0]] = cells[1:]
+    return rows

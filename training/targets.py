@@ -98,7 +98,6 @@ def resolve() -> Target:
     if up is None:
         return Target("local", embedded, tracking, runs, artifacts)
     record, endpoints = up
-    lease = record.extra.get("chameleon") or {}  # stack/chameleon/flow.py keeps it
     return Target(
         record.cloud,
         embedded,
@@ -106,6 +105,6 @@ def resolve() -> Target:
         runs,
         artifacts,
         endpoints,
-        lease_end=lease.get("lease_end", ""),
-        hardware=lease.get("gpu_hardware", ""),
+        lease_end=record.lease.end,
+        hardware=record.hardware,
     )

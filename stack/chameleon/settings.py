@@ -1,15 +1,16 @@
 """The make variables of `CLOUD=chameleon`, read and checked before anything is contacted:
 SITE, GPU_FLAVOR (KVM) or NODE_TYPE (bare metal), GPU_NODES, LEASE_HOURS, SSH_ALLOWED_CIDR
-(with ALLOW_SSH_FROM_ANYWHERE=1 for 0.0.0.0/0), HOURS (extend), LEASE_TIMEOUT, SSH_TIMEOUT
-and HEALTH_TIMEOUT (seconds)."""
+(required here; with ALLOW_SSH_FROM_ANYWHERE=1 for 0.0.0.0/0), HOURS (extend), LEASE_TIMEOUT
+and SSH_TIMEOUT (seconds). stack/settings.py lists every `make up` setting and its targets."""
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from dataclasses import dataclass
 
 from core.errors import UserError
+from core.flags import flag
+from stack import settings as stack_settings
 from stack.chameleon import sites
 
 DEFAULT_GPU_NODES = 1
@@ -17,7 +18,6 @@ DEFAULT_LEASE_HOURS = 8  # a working day; `make extend` adds more
 DEFAULT_EXTEND_HOURS = 24
 DEFAULT_LEASE_TIMEOUT = 900  # seconds for a lease to go ACTIVE
 DEFAULT_SSH_TIMEOUT = 1200  # bare metal boots in 7 to 10 minutes
-DEFAULT_HEALTH_TIMEOUT = 90  # for the services to answer through the tunnel after configure
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,6 @@ class Settings:
     allow_ssh_from_anywhere: bool
     lease_timeout: float
     ssh_timeout: float
-    health_timeout: float
 
 
 def _env(name: str) -> str:
@@ -72,7 +71,7 @@ def for_up(recorded_site: str | None = None) -> Settings:
         where.max_lease_hours,
         f"a lease length at {where.name}",
     )
-    anywhere = _env("ALLOW_SSH_FROM_ANYWHERE") not in ("", "0")
+    anywhere = flag("ALLOW_SSH_FROM_ANYWHERE")
     cidr = ssh_cidr(anywhere)
     return Settings(
         site=where,
@@ -83,7 +82,6 @@ def for_up(recorded_site: str | None = None) -> Settings:
         allow_ssh_from_anywhere=anywhere,
         lease_timeout=_int("LEASE_TIMEOUT", DEFAULT_LEASE_TIMEOUT, 1, 86400, "seconds"),
         ssh_timeout=_int("SSH_TIMEOUT", DEFAULT_SSH_TIMEOUT, 0, 86400, "seconds"),
-        health_timeout=_int("HEALTH_TIMEOUT", DEFAULT_HEALTH_TIMEOUT, 0, 3600, "seconds"),
     )
 
 
@@ -94,19 +92,7 @@ def ssh_cidr(anywhere: bool) -> str:
             "set SSH_ALLOWED_CIDR=<your public address>/32 (or your network's CIDR): the only "
             "addresses allowed to SSH to the stack's floating IP"
         )
-    try:
-        # IPv4: the floating IPs and the security group rules are IPv4.
-        network = ipaddress.IPv4Network(text, strict=False)
-    except ValueError:
-        raise UserError(
-            f"SSH_ALLOWED_CIDR={text} is not an IPv4 CIDR such as 203.0.113.7/32"
-        ) from None
-    if network.prefixlen == 0 and not anywhere:
-        raise UserError(
-            f"SSH_ALLOWED_CIDR={text} opens SSH to the whole Internet; narrow it, or say so "
-            "with ALLOW_SSH_FROM_ANYWHERE=1"
-        )
-    return str(network)
+    return stack_settings.ssh_cidr(text, anywhere)
 
 
 def extend_hours(site: sites.Site) -> int:

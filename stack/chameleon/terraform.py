@@ -117,3 +117,37 @@ def output(module: Module, env: dict[str, str]) -> dict:
         return {name: entry["value"] for name, entry in json.loads(proc.stdout or "{}").items()}
     except (ValueError, KeyError, TypeError):
         raise UserError(f"terraform output of {module.name} is not JSON outputs") from None
+
+
+def infra_variables(
+    stack_name: str,
+    chosen,
+    account: str,
+    lease,
+    public_key: str | None,
+    volume_id: str | None,
+) -> dict:
+    """infra/'s variables (its contract); before the lease exists, placeholders say where
+    each value will come from."""
+    from stack.chameleon import sites
+
+    return {
+        "stack_name": stack_name,
+        "cloud": account,
+        "site": chosen.site.name,
+        "gpu_count": chosen.gpu_count,
+        "gpu_reservation_id": lease.gpu_reservation_id if lease else "<from the lease>",
+        "services_reservation_id": (lease.services_reservation_id if lease else "<from the lease>"),
+        "floating_ip_address": lease.floating_ip if lease else "<reserved by the lease>",
+        "image": sites.IMAGE,
+        "ssh_allowed_cidr": chosen.ssh_allowed_cidr,
+        "allow_ssh_from_anywhere": chosen.allow_ssh_from_anywhere,
+        "public_key": public_key or "<generated: secrets/ssh_key.pub>",
+        # "" = no volume (infra/ refuses one on bare metal: no Cinder there).
+        "data_volume_id": (volume_id or "") if chosen.site.has_volumes else "",
+    }
+
+
+def volume_variables(stack_name: str, account: str) -> dict:
+    """infra/volume/'s variables (it names the volume <stack_name>-data)."""
+    return {"stack_name": stack_name, "cloud": account}

@@ -1,15 +1,15 @@
-"""SSH into the sim hosts: the stack's key, one sshd per host (Debian's openssh-server) that
-accepts only that key, host keys pinned in the stack's known_hosts, and the command lines that
-reach the head directly and every other host through it (ProxyCommand), as on Chameleon."""
+"""sshd on the sim hosts: one per host (Debian's openssh-server) that accepts only the stack's
+key, host keys generated here and pinned in the stack's known_hosts. How this machine logs in
+(the head directly, every other host through it) is stack/access.py's, as on Chameleon."""
 
 from __future__ import annotations
 
-import shlex
 import subprocess
 import time
 from pathlib import Path
 
 from core.errors import UserError
+from stack.access import Access, key_file, keygen
 from stack.sim import hosts
 from stack.sim.cluster import Cluster, Host
 from stack.state import Stack
@@ -17,32 +17,12 @@ from stack.state import Stack
 USER = "root"
 SSH_PORT = 22
 SSHD = "/usr/sbin/sshd"
-CONNECT_TIMEOUT_S = 5
 ANSWER_TIMEOUT_S = 30
 
 
-def key_file(stack: Stack) -> Path:
-    return stack.folder / "secrets" / "ssh_key"
-
-
-def known_hosts_file(stack: Stack) -> Path:
-    return stack.folder / "known_hosts"
-
-
-def control_dir(stack: Stack) -> Path:
-    """Where Ansible's (and our) SSH connection masters keep their sockets: `down` closes them
-    before the network goes."""
-    return stack.folder / "ssh-control"
-
-
-def ensure_key(stack: Stack) -> Path:
-    """The stack's SSH key (ed25519, 0600), generated once."""
-    key = key_file(stack)
-    key.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if not key.is_file():
-        _keygen(key, f"stack-{stack.name}")
-    key.chmod(0o600)
-    return key
+def access(stack: Stack, cluster: Cluster) -> Access:
+    """How this machine logs in to the sim's hosts: through the head, as on Chameleon."""
+    return Access(stack.folder, USER, cluster.head.address)
 
 
 def configure(stack: Stack, host: Host) -> None:
@@ -51,8 +31,8 @@ def configure(stack: Stack, host: Host) -> None:
     folder = hosts.sshd_folder(stack, host)
     host_key = folder / "ssh_host_ed25519_key"
     if not host_key.is_file():
-        _keygen(host_key, f"{stack.name}-{host.name}")
-    public = Path(f"{key_file(stack)}.pub").read_text()
+        keygen(host_key, f"{stack.name}-{host.name}")
+    public = Path(f"{key_file(stack.folder)}.pub").read_text()
     _write(folder / "authorized_keys", public)
     d = hosts.SSHD_DIR
     forwarding = "yes" if host.is_gateway else "no"  # only the jump host forwards
@@ -104,68 +84,14 @@ def pin_host_keys(stack: Stack, cluster: Cluster) -> None:
         key = hosts.sshd_folder(stack, host) / "ssh_host_ed25519_key.pub"
         kind, blob = key.read_text().split()[:2]
         lines.append(f"{host.address} {kind} {blob}")
-    _write(known_hosts_file(stack), "\n".join(lines) + "\n")
-
-
-def common_options(stack: Stack) -> list[str]:
-    return [
-        "-i",
-        str(key_file(stack)),
-        "-o",
-        "IdentitiesOnly=yes",
-        "-o",
-        f"UserKnownHostsFile={known_hosts_file(stack)}",
-        "-o",
-        "StrictHostKeyChecking=yes",
-        "-o",
-        "BatchMode=yes",
-        "-o",
-        f"ConnectTimeout={CONNECT_TIMEOUT_S}",
-    ]
-
-
-def proxy_command(stack: Stack, cluster: Cluster) -> str:
-    """The ProxyCommand that reaches a host through the head (ssh -W)."""
-    inner = [
-        "ssh",
-        "-W",
-        "%h:%p",
-        "-q",
-        "-i",
-        str(key_file(stack)),
-        "-o",
-        f"UserKnownHostsFile={known_hosts_file(stack)}",
-        "-o",
-        "StrictHostKeyChecking=yes",
-        "-o",
-        "BatchMode=yes",
-        f"{USER}@{cluster.head.address}",
-    ]
-    return shlex.join(inner)
-
-
-def ssh_command(stack: Stack, cluster: Cluster, host: Host, *command: str) -> list[str]:
-    """`ssh` to `host` as Ansible reaches it (through the head unless it is the head)."""
-    cmd = ["ssh", *common_options(stack)]
-    if not host.is_gateway:
-        cmd += ["-o", f"ProxyCommand={proxy_command(stack, cluster)}"]
-    return [*cmd, f"{USER}@{host.address}", *command]
-
-
-def answers(stack: Stack, cluster: Cluster, host: Host) -> bool:
-    proc = subprocess.run(
-        ssh_command(stack, cluster, host, "true"),
-        capture_output=True,
-        stdin=subprocess.DEVNULL,
-        timeout=60,
-    )
-    return proc.returncode == 0
+    _write(access(stack, cluster).known_hosts, "\n".join(lines) + "\n")
 
 
 def wait_answering(stack: Stack, cluster: Cluster) -> None:
+    way_in = access(stack, cluster)
     for host in cluster.hosts:
         deadline = time.monotonic() + ANSWER_TIMEOUT_S
-        while not answers(stack, cluster, host):
+        while not way_in.answers(host.address):
             if time.monotonic() > deadline:
                 raise UserError(
                     f"sim host {host.name} ({host.address}) does not answer SSH; its sshd log: "
@@ -176,7 +102,7 @@ def wait_answering(stack: Stack, cluster: Cluster) -> None:
 
 def close_connections(stack: Stack) -> None:
     """End every SSH connection master of this stack (Ansible keeps them ~60 s)."""
-    folder = control_dir(stack)
+    folder = Access(stack.folder, USER, "").control_dir
     if not folder.is_dir():
         return
     for socket in folder.iterdir():
@@ -187,17 +113,6 @@ def close_connections(stack: Stack) -> None:
             timeout=30,
         )
         socket.unlink(missing_ok=True)
-
-
-def _keygen(path: Path, comment: str) -> None:
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    subprocess.run(
-        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
-        check=True,
-        capture_output=True,
-        stdin=subprocess.DEVNULL,
-    )
-    path.chmod(0o600)
 
 
 def _write(path: Path, text: str) -> None:

@@ -97,7 +97,7 @@ elif action == "output":
             hosts[f"{{tfvars['stack_name']}}-gpu-{{n + 1}}"] = {{
                 "private_address": f"10.52.0.{{20 + n}}", "role": "gpu"}}
         outputs = {{"gateway_address": tfvars["floating_ip_address"], "ssh_user": "cc",
-                    "layout": "kvm", "hosts": hosts, "inventory": ""}}
+                    "layout": "kvm", "hosts": hosts}}
         print(json.dumps({{k: {{"value": v}} for k, v in outputs.items()}}))
 '''
 

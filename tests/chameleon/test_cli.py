@@ -15,7 +15,9 @@ from datetime import datetime
 import pytest
 import yaml
 
+from core.state import StackRecord
 from tests.chameleon.conftest import REPO, SECRET, clouds_yaml, stack_cli
+from tests.conftest import service_rows
 
 LEASES = r"/reservation/v1/leases"
 
@@ -159,19 +161,18 @@ def test_up_interrupted_after_the_lease_continues_with_the_same_lease(
     first = stack_cli(home, state, "up", **settings)
     assert first.returncode == -9, first.stdout + first.stderr  # killed right after the lease
     assert standin.count("POST", LEASES) == 1
-    record = json.loads((state / "chameleon" / "stack.json").read_text())
-    assert record["chameleon"]["lease_id"] in standin.leases
-    assert "lease" in record["chameleon"]["steps"]
+    record = StackRecord.read(state / "chameleon")
+    assert record.lease.id in standin.leases
+    assert "lease" in record.steps
 
     second = stack_cli(home, state, "up", **settings)
     assert second.returncode == 0, second.stdout + second.stderr
     assert "reused" in second.stdout and "is up at KVM@TACC" in second.stdout
     assert standin.count("POST", LEASES) == 1  # never a second lease
     (lease,) = standin.leases.values()
-    record = json.loads((state / "chameleon" / "stack.json").read_text())
-    assert record["state"] == "up"
-    assert set(record["chameleon"]["steps"]) == {
-        "lease", "volume", "infra", "ssh", "inventory", "configure", "health"}  # fmt: skip
+    record = StackRecord.read(state / "chameleon")
+    assert record.state == "up"
+    assert set(record.steps) == {"lease", "volume", "infra", "ssh", "configure", "health"}
 
     folder = state / "chameleon"
     tfvars_file = folder / "terraform" / "infra" / "terraform.tfvars.json"
@@ -186,7 +187,6 @@ def test_up_interrupted_after_the_lease_continues_with_the_same_lease(
         and tfvars["data_volume_id"] == "3c1e2f7a-5b6d-4e8f-9a0b-1c2d3e4f5a6b"
     )
     assert tfvars["public_key"].startswith("ssh-ed25519 ")
-    assert tfvars["ssh_private_key_file"] == str(folder / "secrets" / "ssh_key")
     assert stat.S_IMODE((folder / "secrets" / "ssh_key").stat().st_mode) == 0o600
 
     calls = terraform_calls(stubs)
@@ -222,11 +222,11 @@ def test_up_interrupted_after_the_lease_continues_with_the_same_lease(
     assert "warning" not in status.stdout
     assert "MLflow http://127.0.0.1:5000" in status.stdout
 
-    ends = json.loads((folder / "stack.json").read_text())["chameleon"]["lease_end"]
+    ends = StackRecord.read(folder).lease.end
     extend = stack_cli(home, state, "extend", **settings, HOURS="4")
     assert extend.returncode == 0, extend.stderr
     assert "extended by 4 h" in extend.stdout
-    extended = json.loads((folder / "stack.json").read_text())["chameleon"]["lease_end"]
+    extended = StackRecord.read(folder).lease.end
     hours = (datetime.fromisoformat(extended) - datetime.fromisoformat(ends)).total_seconds() / 3600
     assert 3.98 < hours <= 4  # the record follows the lease (Blazar's minutes)
 
@@ -262,8 +262,8 @@ def test_up_checks_the_services_through_a_tunnel_and_names_a_failing_one(
     failing = stack_cli(home, state, "up", STUB_FAILING="mlflow", **settings)
     line = one_error_line(failing)
     assert "MLflow is not healthy: /health answered 503" in line, line
-    record = json.loads((state / "chameleon" / "stack.json").read_text())
-    assert record["state"] != "up" and "health" not in record["chameleon"]["steps"]
+    record = StackRecord.read(state / "chameleon")
+    assert record.state != "up" and "health" not in record.steps
     # The check's tunnel forwards free local ports to the services host, and was closed.
     (probe,) = [c for c in stubs["ssh_log"].read_text().splitlines() if " -N " in f" {c} "]
     assert ":10.52.0.10:5000 " in probe and ":10.52.0.10:8265 " in probe, probe
@@ -272,9 +272,10 @@ def test_up_checks_the_services_through_a_tunnel_and_names_a_failing_one(
 
     healthy = stack_cli(home, state, "up", **settings)  # the repair continues
     assert healthy.returncode == 0, healthy.stderr
+    rows = service_rows(healthy.stdout)
     for service in ("MLflow", "Ray", "SeaweedFS"):
-        (row,) = [r for r in healthy.stdout.splitlines() if r.strip().startswith(service)]
-        assert " ok " in row and "http://127.0.0.1:" in row, row
+        health, address = rows[service][:2]
+        assert health == "ok" and address.startswith("http://127.0.0.1:"), rows
     assert "http://127.0.0.1:5000" in healthy.stdout  # shown as `make tunnel` gives it
     assert len(standin.leases) == 1
 

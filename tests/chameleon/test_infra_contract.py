@@ -13,7 +13,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from stack import access
-from stack.chameleon import flow, settings
+from stack.chameleon import settings
+from stack.chameleon import terraform as tf
 from stack.chameleon.lease import Lease
 from stack.state import Stack
 from tests.chameleon.conftest import REPO
@@ -78,7 +79,7 @@ def test_infra_accepts_the_variables_the_cli_writes(tmp_path, monkeypatch, site,
     )
     volume = "5e9a4f7b-1a6d-4c8b-8d0e-4f5a6b7c8d9e"
     public_key = access.ensure_key(stack.folder)
-    variables = flow.infra_variables(stack, chosen, "chi", lease, public_key, volume)
+    variables = tf.infra_variables(stack.name, chosen, "chi", lease, public_key, volume)
 
     module = tmp_path / "infra"
     shutil.copytree(INFRA, module, ignore=shutil.ignore_patterns(".terraform*", "*.tfstate*"))

@@ -21,7 +21,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 INFRA = REPO / "infra"
-MODULES = {"root": "", "volume": "volume", "inventory": "modules/inventory"}
+MODULES = {"root": "", "volume": "volume"}
 PROVIDER_VERSION = (INFRA / "provider-version").read_text().strip()
 MIRROR = Path(os.environ.get("TF_PLUGIN_CACHE", "/var/cache/chameleon-mlops/terraform-plugins"))
 PROVIDER_BINARY = (
@@ -85,11 +85,9 @@ def initialised(copy: Path, module: str) -> Path:
     return where
 
 
-# The inventory module uses no provider: it needs terraform only.
 EACH_MODULE = [
     pytest.param("", marks=needs_provider, id="root"),
     pytest.param("volume", marks=needs_provider, id="volume"),
-    pytest.param("modules/inventory", marks=needs_terraform, id="inventory"),
 ]
 
 
@@ -256,8 +254,7 @@ def test_floating_ip_attaches_through_a_port_and_is_never_managed() -> None:
 
 def test_data_volume_is_outside_the_root_state_and_on_the_services_host() -> None:
     root = blocks(INFRA, "resource")
-    inventory = blocks(INFRA / "modules/inventory", "resource")
-    for type_, _ in [*root, *inventory]:
+    for type_ in [type_ for type_, _ in root]:
         assert type_ != "openstack_blockstorage_volume_v3", "make down would destroy the data"
     assert ("openstack_blockstorage_volume_v3", "this") in blocks(INFRA / "volume", "resource")
     attach = root[("openstack_compute_volume_attach_v2", "data")]

@@ -187,7 +187,7 @@ def test_up_makes_a_head_and_two_workers_reachable_only_through_the_head(sim):
     for name, host_vars in inventory["children"]["ray_workers"]["hosts"].items():
         assert "ProxyCommand=" in host_vars["ansible_ssh_common_args"], name
         assert f"root@{cluster.head.address}" in host_vars["ansible_ssh_common_args"]
-    assert oct(sshd.key_file(stack).stat().st_mode & 0o777) == "0o600"
+    assert oct(sshd.access(stack, cluster).key.stat().st_mode & 0o777) == "0o600"
     # From the controller only the head's address routes into the test network.
     for worker in cluster.workers:
         assert subprocess.run(
@@ -232,7 +232,7 @@ def test_every_host_answers_ansible_ping_through_the_head(sim):
 def test_a_changed_host_key_is_refused(sim, tmp_path, host_name):
     stack, cluster = sim
     host = cluster.host(host_name)
-    known_hosts = sshd.known_hosts_file(stack)
+    known_hosts = sshd.access(stack, cluster).known_hosts
     pinned = known_hosts.read_text()
     other_key = tmp_path / "other_host_key"
     subprocess.run(
@@ -271,7 +271,7 @@ def test_a_hosts_private_folders_are_its_own(sim):
             f"echo {host.name} > {d}/sim-private-{host.name}" for d in PRIVATE_FOLDERS
         )
         proc = subprocess.run(
-            sshd.ssh_command(stack, cluster, host, writes),
+            sshd.access(stack, cluster).ssh_command(host.address, writes),
             capture_output=True,
             text=True,
             timeout=60,
@@ -280,7 +280,7 @@ def test_a_hosts_private_folders_are_its_own(sim):
     for host in cluster.hosts:
         listing = "ls -1 " + " ".join(PRIVATE_FOLDERS) + " | grep '^sim-private-' | sort -u"
         proc = subprocess.run(
-            sshd.ssh_command(stack, cluster, host, listing),
+            sshd.access(stack, cluster).ssh_command(host.address, listing),
             capture_output=True,
             text=True,
             timeout=60,
@@ -297,7 +297,7 @@ def test_a_hosts_private_folders_are_its_own(sim):
         assert seen == []
     # The controller's stack state (keys, passwords) is hidden from the hosts.
     proc = subprocess.run(
-        sshd.ssh_command(stack, cluster, cluster.head, f"ls -A {stack.folder}"),
+        sshd.access(stack, cluster).ssh_command(cluster.head.address, f"ls -A {stack.folder}"),
         capture_output=True,
         text=True,
         timeout=60,

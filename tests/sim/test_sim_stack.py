@@ -28,7 +28,7 @@ from stack import access
 from stack.sim import cluster as sim_cluster
 from stack.sim import hosts
 from stack.state import Stack
-from tests.conftest import REPO, cli_env, run_cli
+from tests.conftest import REPO, cli_env, run_cli, service_rows
 from tests.sim.test_sim import leftovers, snapshot
 
 STACK = "simstack"
@@ -138,9 +138,9 @@ def loss_steps(state: Path, run_id: str) -> list[int]:
 def test_up_configures_the_hosts_and_ray_has_the_head_and_both_workers(stack):
     state, recorded, up = stack
     assert "is configured" in up.stdout, tail(up)
-    checked = {tuple(line.split()[:2]) for line in up.stdout.splitlines()}
+    checked = service_rows(up.stdout)
     for service in ("MLflow", "Ray", "SeaweedFS"):
-        assert (service, "ok") in checked, up.stdout
+        assert checked[service][0] == "ok", up.stdout
     # The clients here reach the services through the tunnel; their own addresses are private.
     urls = endpoints(state)
     assert urls["mlflow_tracking_uri"] == "http://127.0.0.1:5000"

@@ -1,0 +1,1 @@
+"""`CLOUD=local`: every service on this machine, configured by Ansible with connection `local`."""
