@@ -101,7 +101,7 @@ def _show_up_plan(stack: Stack, target: Target) -> None:
     text = yaml.safe_dump(rendered, sort_keys=False, width=1000)
     lines += ["  " + line for line in text.splitlines()]
     lines += ["", f"then: ansible-playbook -i {stack.display(stack.inventory)} ansible/site.yml"]
-    console.print("\n".join(lines), markup=False)
+    print("\n".join(lines))  # as is: the inventory's long lines must not be wrapped
 
 
 def _versions() -> dict[str, str]:

@@ -20,7 +20,8 @@ from core.errors import UserError
 from stack.chameleon.credentials import Cloud, python_chi
 from stack.chameleon.sites import Site
 
-# Blazar's formats (CHAMELEON.md): start_date/end_date, and created_at.
+# Blazar's formats: start_date/end_date (oslo.serialization's PERFECT_TIME_FORMAT), and
+# created_at (isoformat(' '), blazar/db/sqlalchemy/model_base.py:_BlazarBase.to_dict).
 BLAZAR_DATE = "%Y-%m-%dT%H:%M:%S.%f"
 BLAZAR_CREATED = "%Y-%m-%d %H:%M:%S"
 REUSABLE = ("PENDING", "CREATING", "STARTING", "ACTIVE", "UPDATING")

@@ -1,6 +1,6 @@
-"""Each Chameleon site's facts, in one place. Source of every fact: the project's
-CHAMELEON.md, gathered from Chameleon's docs (ChameleonCloud/docs `source/technical/`) and
-python-chi 1.2.10; where another source is used it is named on the line."""
+"""Each Chameleon site's facts, in one place. Source of every fact: Chameleon's documentation
+(ChameleonCloud/docs, `source/technical/`) and python-chi 1.2.10; where another source is used
+it is named on the line."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Literal
 
 from core.errors import UserError
 
-# Everywhere (CHAMELEON.md "Sites and what they allow").
+# Everywhere (Chameleon's documentation, ChameleonCloud/docs `source/technical/`).
 IMAGE = "CC-Ubuntu24.04-CUDA"
 SSH_USER = "cc"
 # Lease length: `g1.h100.*` at most 7 days; bare metal at most 7 days.

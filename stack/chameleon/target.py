@@ -49,7 +49,7 @@ class ChameleonTarget(Target):
         return plan.up_lines(self.stack, self.chosen, self.account, self._request())
 
     def planned_hosts(self) -> Hosts:
-        gateway = access.Access(self.stack.folder, sites.SSH_USER, "<the lease's floating IP>")
+        gateway = access.Access(self.stack.folder, sites.SSH_USER, "<floating IP>")
         name = self.stack.name
         hosts = [Host(f"{name}-services", "<private address>", ("services", "ray_head"))]
         hosts += [

@@ -6,7 +6,8 @@ no address, the hosts' only route is their own subnet, and the controller's link
 route to the head. In the root namespace an `unreachable` route holds the whole subnet from
 before the first link is made until after the last one is gone, so a packet for a test address
 (a worker, a retransmit after teardown) is refused on this machine instead of leaving through
-its real interface (see ENVIRONMENT.md)."""
+its real interface (a deleted bridge with sockets still open would send their retransmits
+there)."""
 
 from __future__ import annotations
 

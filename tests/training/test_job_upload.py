@@ -70,7 +70,8 @@ def test_sends_tracked_and_unignored_files_and_the_named_data(repo, cluster, mon
     )
     assert code == 0
     (sent,) = cluster.submitted
-    assert sent["files"] == [".gitignore", "big/data.csv", "notes.md", "training/code.py"]
+    sent_files = [".gitignore", "big/data.csv", "notes.md", "training/code.py"]  # not a repository path
+    assert sent["files"] == sent_files
     assert "secret-notes.txt" not in sent["files"]  # git ignores it
     env = sent["runtime_env"]["env_vars"]
     assert "HF_TOKEN" not in env and "hf_secret_value" not in repr(sent)
