@@ -14,11 +14,12 @@ TOP = ("ansible", "core", "docs", "infra", "mlflow-stack", "stack", "tests", "to
 PATH = re.compile(
     r"(?<![\w/.:{}$-])((?:" + "|".join(re.escape(t) for t in TOP) + r")/[\w./-]*)"
 )
-# A document named by its file name alone (ENVIRONMENT.md, say) must be one the repository has
+# A document named by its file name alone, in capitals, must be one the repository has
 # (lower-case names such as report.md are files the project writes).
 DOCUMENT = re.compile(r"(?<![\w/.-])([A-Z][A-Z_]*\.md)\b")
 SKIPPED_FILES = (".sum", ".mod", ".png", ".tgz", ".gitignore")
-# A line that names a path of something else (a test's made-up repository) says so.
+# A line that names a path of something else (a test's made-up repository) says so, on itself
+# or in a comment just above it.
 NOT_A_PATH = "not a repository path"
 
 
@@ -37,7 +38,9 @@ def tracked_text_files():
 
 
 def named_paths(text: str):
-    text = "\n".join(line for line in text.splitlines() if NOT_A_PATH not in line)
+    lines = text.splitlines()
+    marked = {i for i, line in enumerate(lines) if NOT_A_PATH in line}
+    text = "\n".join(line for i, line in enumerate(lines) if not {i, i - 1} & marked)
     for match in PATH.finditer(text):
         after = text[match.end() : match.end() + 1]
         if after in "<*{$":

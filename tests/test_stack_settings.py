@@ -46,7 +46,7 @@ def rendered(cloud: str, monkeypatch, tmp_path) -> dict:
         path = clouds_yaml(tmp_path / "clouds.yaml", "http://127.0.0.1:9")
         monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(path))
         monkeypatch.setenv("SSH_ALLOWED_CIDR", os.environ.get("SSH_ALLOWED_CIDR", "10.99.0.0/16"))
-    target = target_for(Stack(f"{cloud}-settings", cloud), Console(file=open(os.devnull, "w")))
+    target = target_for(Stack(f"{cloud}-settings", cloud), Console(quiet=True))
     if cloud == "chameleon":
         target.preflight("up")  # reads its settings (root, ports and sshd are not the point)
     return inventory.render(target.stack, target.planned_hosts())

@@ -61,7 +61,7 @@ def client(endpoints: Endpoints):
     for name in [n for n in logging.root.manager.loggerDict if n.startswith("ray")]:
         logging.getLogger(name).setLevel(logging.ERROR)
     token_file = endpoints.ray_auth_token_file
-    # Set the mode explicitly (ENVIRONMENT.md: a stray ~/.ray/auth_token flips it silently).
+    # Set the mode explicitly (Ray 2.60: a stray ~/.ray/auth_token flips it silently).
     os.environ["RAY_AUTH_MODE"] = "token"
     os.environ["RAY_AUTH_TOKEN_PATH"] = token_file
     token = Path(token_file).read_text().strip()

@@ -1,7 +1,7 @@
 """A STAND-IN for Chameleon's OpenStack APIs on loopback (no Chameleon is reachable here): just
 enough of Keystone, Blazar, Nova, Neutron and Cinder for python-chi's real HTTP calls.
 
-Payload shapes and date formats follow Blazar's API as CHAMELEON.md describes it: `created_at`
+Payload shapes and date formats follow Blazar's API (ChameleonCloud/blazar): `created_at`
 `%Y-%m-%d %H:%M:%S`, `start_date`/`end_date` `%Y-%m-%dT%H:%M:%S.%f`, errors as
 `{"error_code", "error_message", "error_name"}`; a reserved floating IP appears in Neutron at
 lease start, tagged `reservation:<reservation id>`. It is not Chameleon: it checks nothing

@@ -70,7 +70,8 @@ def test_sends_tracked_and_unignored_files_and_the_named_data(repo, cluster, mon
     )
     assert code == 0
     (sent,) = cluster.submitted
-    sent_files = [".gitignore", "big/data.csv", "notes.md", "training/code.py"]  # not a repository path
+    # The test's own repository: not a repository path of the project.
+    sent_files = [".gitignore", "big/data.csv", "notes.md", "training/code.py"]
     assert sent["files"] == sent_files
     assert "secret-notes.txt" not in sent["files"]  # git ignores it
     env = sent["runtime_env"]["env_vars"]
