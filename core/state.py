@@ -75,6 +75,9 @@ class LeaseRecord:
     end: str = ""
     hours: int = 0
     pinned_for: str = ""  # the lease whose instances' host keys known_hosts holds
+    # Blazar refused to prolong it (KVM flavor reservations): it reads ERROR, yet its
+    # instances run until its end.
+    extend_refused: bool = False
 
     def end_time(self) -> datetime | None:
         return datetime.fromisoformat(self.end).astimezone(UTC) if self.end else None

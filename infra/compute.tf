@@ -6,9 +6,11 @@ resource "openstack_compute_keypair_v2" "this" {
   public_key = trimspace(var.public_key)
 }
 
-# KVM: each reservation brings its own flavor, named reservation:<reservation id>.
+# KVM: each reservation brings its own flavor, named reservation:<reservation id>, private to
+# the project while the lease is ACTIVE and deleted at its end (ChameleonCloud/blazar
+# instance_plugin.py on_start/on_end): looked up only while the lease is active.
 data "openstack_compute_flavor_v2" "reserved" {
-  for_each = local.is_kvm ? toset([for host in values(local.hosts) : host.reservation_id]) : toset([])
+  for_each = local.is_kvm && var.reservations_active ? toset([for host in values(local.hosts) : host.reservation_id]) : toset([])
 
   name = "reservation:${each.key}"
 }
@@ -26,7 +28,7 @@ resource "openstack_compute_instance_v2" "this" {
 
   name        = each.key
   image_name  = var.image
-  flavor_id   = local.is_kvm ? data.openstack_compute_flavor_v2.reserved[each.value.reservation_id].id : null
+  flavor_id   = local.is_kvm && var.reservations_active ? data.openstack_compute_flavor_v2.reserved[each.value.reservation_id].id : null
   flavor_name = local.is_kvm ? null : "baremetal"
   key_pair    = var.public_key != "" ? openstack_compute_keypair_v2.this[0].name : var.key_pair_name
   tags        = [local.stack_tag, "role=${each.value.role}"]

@@ -30,4 +30,7 @@ locals {
 
   # What every resource carries so a stack's leftovers can be found by name.
   stack_tag = "stack=${var.stack_name}"
+
+  # Where SSH comes in: KVM's allocated floating IP, or bare metal's reserved one.
+  gateway_address = local.is_kvm ? openstack_networking_floatingip_v2.gateway[0].address : var.floating_ip_address
 }

@@ -14,13 +14,28 @@ resource "openstack_networking_port_v2" "this" {
   tags               = [local.stack_tag, "role=${each.value.role}"]
 }
 
-# The lease's reserved floating IP: Blazar creates it at lease start and deletes it at the end,
-# so it is looked up, never managed here.
+# Bare metal: the lease's reserved floating IP. Blazar creates it at lease start and deletes it
+# at the end, so it is looked up, never managed here; once the lease is over it is not looked
+# up at all (var.reservations_active), or `make down` would fail on what is gone.
 data "openstack_networking_floatingip_v2" "gateway" {
+  count = !local.is_kvm && var.reservations_active ? 1 : 0
+
   address = var.floating_ip_address
 }
 
+# KVM@TACC: Chameleon documents allocating a floating IP from `public` there, not reserving one
+# (ChameleonCloud/docs source/technical/kvm/kvm_gui.rst). Made here and released by `make down`.
+resource "openstack_networking_floatingip_v2" "gateway" {
+  count = local.is_kvm ? 1 : 0
+
+  pool        = "public"
+  description = "${var.stack_name}: the gateway of stack ${var.stack_name}"
+  tags        = [local.stack_tag]
+}
+
 resource "openstack_networking_floatingip_associate_v2" "gateway" {
-  floating_ip = data.openstack_networking_floatingip_v2.gateway.address
+  count = local.is_kvm || var.reservations_active ? 1 : 0
+
+  floating_ip = local.gateway_address
   port_id     = openstack_networking_port_v2.this[local.gateway_name].id
 }

@@ -1,6 +1,6 @@
 output "gateway_address" {
-  description = "The lease's floating IP, on the services/Ray-head host: the one SSH entry to the stack."
-  value       = data.openstack_networking_floatingip_v2.gateway.address
+  description = "The gateway's floating IP (KVM: allocated here; bare metal: the lease's), on the services/Ray-head host: the one SSH entry to the stack."
+  value       = local.gateway_address
 }
 
 output "ssh_user" {

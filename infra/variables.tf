@@ -59,13 +59,25 @@ variable "services_reservation_id" {
 }
 
 variable "floating_ip_address" {
-  description = "The lease's reserved floating IP. Blazar creates and deletes it: Terraform only associates it with the gateway."
+  description = "Bare metal: the lease's reserved floating IP (Blazar creates and deletes it; Terraform only associates it with the gateway). KVM: empty (one is allocated here)."
   type        = string
+  default     = ""
 
   validation {
-    condition     = can(cidrnetmask("${var.floating_ip_address}/32"))
+    condition     = var.floating_ip_address == "" || can(cidrnetmask("${var.floating_ip_address}/32"))
     error_message = "floating_ip_address must be an IPv4 address (the floating IP reserved in the lease)."
   }
+
+  validation {
+    condition     = (var.floating_ip_address == "") == (lookup(local.site_layouts, var.site, "") == "kvm")
+    error_message = "floating_ip_address is the bare-metal lease's reserved floating IP; on KVM leave it empty (a floating IP is allocated from public)."
+  }
+}
+
+variable "reservations_active" {
+  description = "Whether the lease is ACTIVE. false (make down once it ended or was deleted): nothing the lease's end deleted is looked up (the reserved flavor, the reserved floating IP)."
+  type        = bool
+  default     = true
 }
 
 variable "image" {

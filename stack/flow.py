@@ -19,11 +19,11 @@ from core import state as core_state
 from core.errors import UserError
 from core.flags import flag
 from core.state import DamagedState
-from stack import access, backups, health, inventory, playbook, probe
+from stack import access, backups, health, inventory, playbook, probe, settings
 from stack.confirm import confirm_purge
 from stack.lock import StackLock
 from stack.state import LOCK, Stack
-from stack.targets import Target, target_for
+from stack.targets import NotReady, Target, target_for
 
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 
@@ -47,16 +47,23 @@ def changing(stack: Stack, command: str, creates: bool = False):
 # --- up --------------------------------------------------------------------------------------
 def up(stack: Stack) -> None:
     target = target_for(stack, console)
+    stack_vars = settings.inventory_variables(stack.cloud)  # a bad setting stops here
     target.preflight("up")
     if flag("DRY_RUN"):
-        _show_up_plan(stack, target)
+        _show_up_plan(stack, target, stack_vars)
         return
     with changing(stack, "up", creates=True):
         if not stack.record.is_up:
             stack.update(state="starting")
         started = time.monotonic()
-        made = target.make_hosts()
-        inventory.write(stack, inventory.render(stack, made))
+        try:
+            made = target.make_hosts()
+        except NotReady as exc:
+            stack.update(state="reserved")
+            console.print(str(exc))
+            core_state.remember(stack.name)
+            return
+        inventory.write(stack, inventory.render(stack, made, stack_vars))
         stack.update(hosts=made.records(), versions=_versions())
         if flag("SIM_HOSTS_ONLY"):
             stack.update(state="hosts")
@@ -92,9 +99,9 @@ def up(stack: Stack) -> None:
     core_state.remember(stack.name)
 
 
-def _show_up_plan(stack: Stack, target: Target) -> None:
-    lines = ["DRY_RUN=1: nothing is contacted, created or written.", *target.plan()]
-    rendered = inventory.render(stack, target.planned_hosts())
+def _show_up_plan(stack: Stack, target: Target, stack_vars: dict) -> None:
+    lines = ["DRY_RUN=1: nothing is created or written.", *target.plan()]
+    rendered = inventory.render(stack, target.planned_hosts(), stack_vars)
     import yaml
 
     lines += ["", f"inventory (written 0600 to {stack.display(stack.inventory)}):"]
@@ -168,7 +175,9 @@ def status(stack: Stack) -> None:
     record = record or core_state.StackRecord(stack.name, stack.cloud)
     target = target_for(stack, console)
     running = target.running()
-    shown = record.state or "unknown" if running else "down"
+    shown = record.state or "unknown"
+    if not running and shown in ("up", "starting"):
+        shown = "down (its hosts are gone)"
     where = f", {record.site}" if record.site else ""
     console.print(
         f"stack [bold]{stack.name}[/] (CLOUD={stack.cloud}{where}): {shown} since "
@@ -203,6 +212,7 @@ def down(stack: Stack) -> None:
         console.print("\n".join(lines), markup=False)
         return
     target.preflight("down")
+    skip_backup = _skip_backup(stack)
     if purge:
         confirm_purge(stack, target.purge_deletes, target.keeps_folder_on_purge())
     with changing(stack, "down"):
@@ -217,7 +227,12 @@ def down(stack: Stack) -> None:
                 "running: run `make up`, then `make down PURGE=1`"
             )
         if up and (purge or target.backs_up_on_down):
-            backed_up(stack)
+            if skip_backup:
+                console.print(
+                    f"no backup (SKIP_BACKUP={stack.name}): {target.lost_without_backup()} is lost"
+                )
+            else:
+                backed_up(stack, target)
         target.tear_down(purge)
         if purge and not target.keeps_folder_on_purge():
             if kept := stack.remove_folder():
@@ -233,10 +248,7 @@ def down(stack: Stack) -> None:
             f"(backups are kept in {stack.display(stack.backups)})"
         )
     else:
-        console.print(
-            f"stack [bold]{stack.name}[/] is down; its data is kept "
-            "(`make up` brings it back, `make down PURGE=1` deletes it)"
-        )
+        console.print(f"stack [bold]{stack.name}[/] is down; {target.kept_after_down()}")
 
 
 def _mark_down(stack: Stack) -> None:
@@ -246,13 +258,34 @@ def _mark_down(stack: Stack) -> None:
         core_state.StackRecord(stack.name, stack.cloud, state="down").save(stack.folder)
 
 
-def backed_up(stack: Stack) -> None:
-    """The verified backup a purge (or Chameleon's `make down`) makes before deleting."""
+def backed_up(stack: Stack, target: Target) -> None:
+    """The verified backup a purge (or Chameleon's `make down`) makes before deleting. Where
+    the stack keeps costing while it stands (a lease), a backup that fails offers the way out
+    instead of a dead end."""
     try:
         folder = backups.make(stack)
     except UserError as exc:
-        raise UserError(f"{exc}; nothing was deleted and the stack still runs") from None
+        way_out = ""
+        if target.backs_up_on_down:
+            way_out = (
+                f" (its lease keeps charging): fix what failed and `make down` again, or take "
+                f"it down without a backup, losing {target.lost_without_backup()}, with "
+                f"`make down SKIP_BACKUP={stack.name}`"
+            )
+        raise UserError(f"{exc}; nothing was deleted and the stack still runs{way_out}") from None
     console.print(f"backed up to {stack.display(folder)} (verified)")
+
+
+def _skip_backup(stack: Stack) -> bool:
+    """SKIP_BACKUP=<stack name>: the typed confirmation that `make down` goes on without its
+    backup; anything else is refused."""
+    given = os.environ.get("SKIP_BACKUP", "").strip()
+    if given and given != stack.name:
+        raise UserError(
+            f"SKIP_BACKUP={given} is not this stack's name; to go on without a backup, type "
+            f"it: SKIP_BACKUP={stack.name}"
+        )
+    return bool(given)
 
 
 # --- data ------------------------------------------------------------------------------------

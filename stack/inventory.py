@@ -52,7 +52,9 @@ def local_hosts() -> Hosts:
     return Hosts(hosts, None, {**inventory.get("vars", {}), **group_vars})
 
 
-def render(stack: Stack, made: Hosts) -> dict:
+def render(stack: Stack, made: Hosts, stack_vars: dict | None = None) -> dict:
+    """The inventory of `made`, with the stack settings' variables (stack/settings.py, read
+    from the environment unless given)."""
     variables: dict = {
         "ansible_python_interpreter": "/usr/bin/python3",
         "stack_state_dir": str(stack.folder),
@@ -71,7 +73,9 @@ def render(stack: Stack, made: Hosts) -> dict:
             stack_endpoints_file_name=SERVICES_ENDPOINTS,
         )
     variables.update(made.vars)
-    variables.update(settings.inventory_variables(stack.cloud))
+    variables.update(
+        settings.inventory_variables(stack.cloud) if stack_vars is None else stack_vars
+    )
     children: dict = {group: {"hosts": {}} for group in GROUPS}
     described: set[str] = set()
     for host in made.hosts:

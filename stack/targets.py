@@ -20,6 +20,11 @@ TARGETS = {
 }
 
 
+class NotReady(Exception):  # noqa: N818 - a state, not a failure
+    """The hosts cannot be made yet (an advance reservation): `make up` stops there, saying
+    when to run it again, with exit status 0."""
+
+
 class Target:
     """The defaults are `local`'s: one host, this machine, nothing to make or tear down."""
 
@@ -85,6 +90,13 @@ class Target:
 
     def keeps_folder_on_purge(self) -> bool:
         return False
+
+    def kept_after_down(self) -> str:
+        return "its data is kept (`make up` brings it back, `make down PURGE=1` deletes it)"
+
+    def lost_without_backup(self) -> str:
+        """What `make down` loses when its backup is skipped."""
+        return "nothing: the data stays where it is"
 
     # --- the rest --------------------------------------------------------------------------
     def extend(self) -> None:

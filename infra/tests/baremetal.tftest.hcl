@@ -47,6 +47,31 @@ run "instances_carry_the_reservation_hint" {
   }
 }
 
+run "the_reserved_floating_ip_is_looked_up_while_the_lease_is_active" {
+  assert {
+    condition     = data.openstack_networking_floatingip_v2.gateway[0].address == var.floating_ip_address && length(openstack_networking_floatingip_v2.gateway) == 0
+    error_message = "Bare metal looks the lease's reserved floating IP up by its address and allocates none."
+  }
+
+  assert {
+    condition     = openstack_networking_floatingip_associate_v2.gateway[0].floating_ip == var.floating_ip_address && output.gateway_address == var.floating_ip_address
+    error_message = "The reserved floating IP is associated and is the gateway address."
+  }
+}
+
+run "a_lease_that_ended_reads_nothing_it_took_along" {
+  command = plan
+
+  variables {
+    reservations_active = false
+  }
+
+  assert {
+    condition     = length(data.openstack_networking_floatingip_v2.gateway) == 0 && length(openstack_networking_floatingip_associate_v2.gateway) == 0
+    error_message = "Once the lease ended, its reserved floating IP (deleted with it) is neither looked up nor associated."
+  }
+}
+
 run "no_security_group_on_bare_metal" {
   assert {
     condition     = length(openstack_networking_secgroup_v2.this) == 0 && length(openstack_networking_secgroup_rule_v2.ssh) == 0 && length(openstack_networking_secgroup_rule_v2.stack_internal) == 0
@@ -61,7 +86,7 @@ run "no_security_group_on_bare_metal" {
 
 run "floating_ip_goes_to_the_gateway_port" {
   assert {
-    condition     = openstack_networking_floatingip_associate_v2.gateway.port_id == openstack_networking_port_v2.this["metal-services"].id
+    condition     = openstack_networking_floatingip_associate_v2.gateway[0].port_id == openstack_networking_port_v2.this["metal-services"].id
     error_message = "The floating IP is associated with the services host's port."
   }
 

@@ -10,6 +10,13 @@ mock_provider "openstack" {
 
   # A computed attribute the configuration leaves unset gets this value: a rule showing it was
   # given no address range.
+  # The floating IP Neutron allocates from `public`.
+  mock_resource "openstack_networking_floatingip_v2" {
+    defaults = {
+      address = "129.114.108.20"
+    }
+  }
+
   mock_resource "openstack_networking_secgroup_rule_v2" {
     defaults = {
       remote_ip_prefix = "unset-in-config"
@@ -24,7 +31,6 @@ variables {
   gpu_count               = 2
   gpu_reservation_id      = "11111111-2222-3333-4444-555555555555"
   services_reservation_id = "66666666-7777-8888-9999-000000000000"
-  floating_ip_address     = "129.114.108.20"
   ssh_allowed_cidr        = "203.0.113.7/32"
   public_key              = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGZha2VrZXlmb3J0ZXN0c29ubHk demo@stack"
   data_volume_id          = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
@@ -75,20 +81,43 @@ run "gpu_and_services_hosts_use_their_reserved_flavors" {
   }
 }
 
-run "floating_ip_goes_to_the_gateway_port" {
+run "floating_ip_is_allocated_from_public_and_goes_to_the_gateway_port" {
   assert {
-    condition     = openstack_networking_floatingip_associate_v2.gateway.port_id == openstack_networking_port_v2.this["demo-services"].id
+    condition     = openstack_networking_floatingip_associate_v2.gateway[0].port_id == openstack_networking_port_v2.this["demo-services"].id
     error_message = "The floating IP is associated with the services host's port."
   }
 
   assert {
-    condition     = openstack_networking_floatingip_associate_v2.gateway.floating_ip == "129.114.108.20" && output.gateway_address == "129.114.108.20"
-    error_message = "The lease's reserved floating IP is the one associated and the gateway address."
+    condition     = openstack_networking_floatingip_v2.gateway[0].pool == "public" && contains(openstack_networking_floatingip_v2.gateway[0].tags, "stack=demo")
+    error_message = "KVM allocates the gateway's floating IP from public, tagged with the stack."
   }
 
   assert {
-    condition     = data.openstack_networking_floatingip_v2.gateway.address == var.floating_ip_address
-    error_message = "The reserved floating IP is looked up by its address."
+    condition     = openstack_networking_floatingip_associate_v2.gateway[0].floating_ip == "129.114.108.20" && output.gateway_address == "129.114.108.20"
+    error_message = "The allocated floating IP is the one associated and the gateway address."
+  }
+
+  assert {
+    condition     = length(data.openstack_networking_floatingip_v2.gateway) == 0
+    error_message = "KVM reserves no floating IP, so none is looked up."
+  }
+}
+
+run "a_lease_that_ended_reads_nothing_it_took_along" {
+  command = plan
+
+  variables {
+    reservations_active = false
+  }
+
+  assert {
+    condition     = length(data.openstack_compute_flavor_v2.reserved) == 0
+    error_message = "Once the lease ended, its reserved flavors (deleted with it) are not looked up."
+  }
+
+  assert {
+    condition     = length(openstack_networking_floatingip_v2.gateway) == 1
+    error_message = "The stack's own floating IP stays under Terraform, so `make down` releases it."
   }
 }
 

@@ -9,7 +9,6 @@ variables {
   gpu_count               = 1
   gpu_reservation_id      = "11111111-2222-3333-4444-555555555555"
   services_reservation_id = "66666666-7777-8888-9999-000000000000"
-  floating_ip_address     = "129.114.108.20"
   ssh_allowed_cidr        = "203.0.113.7/32"
   public_key              = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGZha2VrZXlmb3J0ZXN0c29ubHk demo@stack"
 }
@@ -85,7 +84,24 @@ run "bad_stack_name" {
 run "floating_ip_must_be_an_address" {
   command = plan
   variables {
+    site                = "CHI@UC"
     floating_ip_address = "public"
+  }
+  expect_failures = [var.floating_ip_address]
+}
+
+run "kvm_takes_no_reserved_floating_ip" {
+  command = plan
+  variables {
+    floating_ip_address = "129.114.108.20"
+  }
+  expect_failures = [var.floating_ip_address]
+}
+
+run "bare_metal_needs_its_reserved_floating_ip" {
+  command = plan
+  variables {
+    site = "CHI@UC"
   }
   expect_failures = [var.floating_ip_address]
 }

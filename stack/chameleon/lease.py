@@ -1,10 +1,14 @@
 """The stack's lease, through python-chi's `Lease` class and its Blazar client.
 
 One lease per stack, named after it: GPU nodes (a `flavor:instance` reservation on KVM, a
-`physical:host` one on bare metal), one services node, one floating IP. Found again by id or
-by name so that a second `make up` never makes a second lease; a lease in ERROR is reported,
-never reused (python-chi's own `submit(idempotent=True)` would reuse it, and `wait()` returns
-quietly on ERROR, so the status is checked after every wait)."""
+`physical:host` one on bare metal), one services node and, on bare metal, one floating IP.
+Found again by id or by name so that a second `make up` never makes a second lease. What
+Blazar gives back is read as Blazar writes it, not as it was asked (ChameleonCloud/blazar
+@5204b41a blazar/plugins/flavor/flavor_plugin.py `reserve_resource`: a flavor reservation's
+`flavor_id` becomes the reserved flavor's id, the requested flavor survives as JSON in its
+`resource_properties`). A lease in ERROR is never reused: one that goes to ERROR while
+`make up` waits is deleted before `make up` ends (python-chi's `wait()` returns quietly on ERROR,
+so the status is checked after every wait)."""
 
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from core.errors import UserError
+from stack.chameleon import sites
 from stack.chameleon.credentials import Cloud, python_chi
 from stack.chameleon.sites import Site
 
@@ -24,9 +29,13 @@ from stack.chameleon.sites import Site
 # created_at (isoformat(' '), blazar/db/sqlalchemy/model_base.py:_BlazarBase.to_dict).
 BLAZAR_DATE = "%Y-%m-%dT%H:%M:%S.%f"
 BLAZAR_CREATED = "%Y-%m-%d %H:%M:%S"
+# ChameleonCloud/blazar@bbd20e84 blazar/status.py LeaseStatus.
 REUSABLE = ("PENDING", "CREATING", "STARTING", "ACTIVE", "UPDATING")
 GOING = ("TERMINATING", "DELETING")
-FIP_NETWORK = "public"  # floating IPs come from the pool `public`
+# blazar@5204b41a flavor_plugin.py `update_reservation` (409 through blazar/manager/exceptions
+# NotImplemented); Blazar's update_lease then leaves the lease in ERROR, its instances running
+# until its end.
+FLAVOR_UPDATE_REFUSED = "Flavor-based reservation update not yet supported"
 
 
 @dataclass(frozen=True)
@@ -36,6 +45,7 @@ class LeaseRequest:
     gpu_hardware: str  # the GPU flavor (KVM) or node type (bare metal)
     gpu_count: int
     hours: int
+    start: datetime | None = None  # an advance reservation (UTC); None = now
 
     def reservations(self) -> list[dict]:
         """The reservations as python-chi sends them (flavor ids are looked up at submit)."""
@@ -46,7 +56,9 @@ class LeaseRequest:
         else:
             gpu = _node_reservation(self.gpu_hardware, self.gpu_count)
             services = _node_reservation(self.site.services, 1)
-        fip = {"resource_type": "virtual:floatingip", "network": FIP_NETWORK, "amount": 1}
+        if not self.site.reserves_floating_ip:
+            return [gpu, services]
+        fip = {"resource_type": "virtual:floatingip", "network": sites.PUBLIC_NETWORK, "amount": 1}
         return [gpu, services, fip]
 
     def node_hours(self) -> int:
@@ -65,7 +77,7 @@ def _node_reservation(node_type: str, count: int) -> dict:
 @dataclass(frozen=True)
 class Lease:
     """What the stack needs out of a lease: ids of the reservations inside it (never the
-    lease id) and the reserved floating IP."""
+    lease id) and the reserved floating IP (bare metal)."""
 
     id: str
     name: str
@@ -74,11 +86,20 @@ class Lease:
     end: datetime
     gpu_reservation_id: str
     services_reservation_id: str
-    fip_reservation_id: str
+    fip_reservation_id: str = ""
     floating_ip: str = ""
+    gpu_count: int = 0
 
     def hours_left(self, now: datetime | None = None) -> float:
         return (self.end - (now or datetime.now(UTC))).total_seconds() / 3600
+
+    def node_hours(self, now: datetime | None = None) -> tuple[float, float]:
+        """Node-hours charged so far and in all: every host, from start to end, used or not."""
+        now = now or datetime.now(UTC)
+        nodes = self.gpu_count + 1
+        total = (self.end - self.start).total_seconds() / 3600
+        used = min(max((now - self.start).total_seconds() / 3600, 0), total)
+        return nodes * used, nodes * total
 
 
 def parse_date(text: str) -> datetime:
@@ -143,9 +164,12 @@ class Leases:
         known_id: str | None,
         remember: Callable[[str], None],
         timeout: float,
+        usable_error: bool = False,
     ) -> tuple[Lease, bool]:
-        """Reuse the stack's lease or create it, then wait until ACTIVE; returns it and
-        whether it was created now. `remember(id)` is called as soon as the id is known."""
+        """Reuse the stack's lease or create it, then wait until ACTIVE (unless it starts
+        later); returns it and whether it was created now. `remember(id)` is called as soon as
+        the id is known. `usable_error`: the lease reads ERROR only because Blazar refused to
+        extend it, and its instances run until its end."""
         found = self.find(request.name, known_id)
         if found and found["status"] == "TERMINATED":
             # It ended and holds nothing; its name is the stack's, so make room.
@@ -153,11 +177,17 @@ class Leases:
             found = None
         created = found is None
         if found:
-            self._check_reusable(found, request)
+            if not (usable_error and found["status"] == "ERROR"):
+                self._check_reusable(found, request)
             lease_id = found["id"]
         else:
             lease_id = self._create(request)
         remember(lease_id)
+        raw = self.get(lease_id) or {}
+        if raw.get("status") == "PENDING" and parse_date(raw["start_date"]) > _now():
+            return self.describe(raw, request), created  # an advance reservation: not yet
+        if usable_error and raw.get("status") == "ERROR":
+            return self.describe(raw, request), created
         return self.wait_active(lease_id, request, timeout), created
 
     def _check_reusable(self, found: dict, request: LeaseRequest) -> None:
@@ -166,7 +196,7 @@ class Leases:
         if status == "ERROR":
             raise UserError(
                 f"{where} is in ERROR: Blazar could not start it and it is never reused; "
-                "`make down` deletes it, then `make up` makes a new one"
+                "`make down` deletes it"
             )
         if status in GOING:
             raise UserError(f"{where} is {status.lower()}; run `make up` again once it is gone")
@@ -189,7 +219,9 @@ class Leases:
             with self._chi():
                 import chi.lease as chi_lease  # imports pandas/IPython: only when contacting
 
-                lease = chi_lease.Lease(request.name, duration=timedelta(hours=request.hours))
+                start = request.start
+                end = (start or datetime.now(UTC)) + timedelta(hours=request.hours)
+                lease = chi_lease.Lease(request.name, start_date=start, end_date=end)
                 if self.site.kind == "kvm":
                     lease.add_flavor_reservation(
                         name=request.gpu_hardware, amount=request.gpu_count
@@ -200,16 +232,21 @@ class Leases:
                         amount=request.gpu_count, node_type=request.gpu_hardware
                     )
                     lease.add_node_reservation(amount=1, node_type=self.site.services)
-                lease.add_fip_reservation(amount=1)
+                if self.site.reserves_floating_ip:
+                    lease.add_fip_reservation(amount=1)
                 lease.submit(wait_for_active=False)
                 return lease.id
         except (ResourceError, CHIValueError) as err:
+            # python-chi logs Blazar's words lower-cased, as "error: <message>".
             why = refusals.messages[-1] if refusals.messages else str(err)
+            why = why.removeprefix("error: ")
             raise UserError(f"Blazar at {self.site.name} did not make the lease: {why}") from None
         finally:
             logging.getLogger("chi").removeHandler(refusals)
 
     def wait_active(self, lease_id: str, request: LeaseRequest, timeout: float) -> Lease:
+        """Wait until the lease is ACTIVE. One that goes to ERROR holds nothing usable and
+        keeps nothing running: it is deleted here, and the error says so."""
         from chi.exception import ServiceError
 
         with self._chi() as chi:
@@ -221,47 +258,51 @@ class Leases:
             except ServiceError:
                 raise UserError(
                     f"lease {request.name!r} ({lease_id}) is still {lease.status} after "
-                    f"{timeout:.0f} s; `make up` again waits for it (the same lease), "
-                    "`make down` deletes it"
+                    f"{timeout:.0f} s; `make up` again waits for the same lease, `make down` "
+                    "deletes it"
                 ) from None
             raw = chi.blazar().lease.get(lease_id)
+        if raw["status"] == "ERROR":
+            self.delete(lease_id)
+            raise UserError(
+                f"lease {request.name!r} ({lease_id}) went to ERROR at {self.site.name} (Blazar "
+                "could not start it); it was deleted, so nothing is left or charged. The "
+                "hardware may be taken: `make up DRY_RUN=1` says when it is next free"
+            )
         if raw["status"] != "ACTIVE":
-            # wait() returns quietly on ERROR.
             self._check_reusable(raw, request)
         return self.describe(raw, request)
 
     # --- reading -----------------------------------------------------------------------
-    def _reservations(self, raw: dict, request: LeaseRequest) -> tuple[dict, dict, dict]:
-        """The GPU, services and floating-IP reservations of a lease, told apart by the
-        flavor id (KVM) or node type (bare metal) they were made for."""
+    def _reservations(self, raw: dict, request: LeaseRequest) -> tuple[dict, dict, dict | None]:
+        """The GPU, services and floating-IP reservations of a lease, told apart by what they
+        were made for: the requested flavor, kept as JSON in a flavor reservation's
+        `resource_properties` (blazar@5204b41a flavor_plugin.py `reserve_resource`), or the
+        node type in a host reservation's."""
         reservations = raw.get("reservations") or []
         fips = [r for r in reservations if r.get("resource_type") == "virtual:floatingip"]
         kind = self.site.reservation_kind
         hosts = [r for r in reservations if r.get("resource_type") == kind]
-        if self.site.kind == "kvm":
-            with self._chi():
-                import chi.server as chi_server
-
-                gpu_id = chi_server.get_flavor_id(request.gpu_hardware)
-            gpus = [r for r in hosts if r.get("flavor_id") == gpu_id]
-        else:
-            wanted = json.dumps(["==", "$node_type", request.gpu_hardware])
-            gpus = [r for r in hosts if _same_properties(r.get("resource_properties"), wanted)]
+        gpus = [r for r in hosts if _made_for(r, self.site) == request.gpu_hardware]
         others = [r for r in hosts if r not in gpus]
-        if len(gpus) != 1 or len(others) != 1 or len(fips) != 1:
+        wanted_fips = 1 if self.site.reserves_floating_ip else 0
+        if len(gpus) != 1 or len(others) != 1 or len(fips) != wanted_fips:
+            fip = " and one floating IP" if wanted_fips else ""
             raise UserError(
                 f"lease {raw['name']!r} ({raw['id']}) is not one this stack made (it wants one "
-                f"{request.gpu_hardware} reservation, one services node and one floating IP); "
-                "pick another STACK_NAME= or delete it"
+                f"{request.gpu_hardware} reservation and one services node{fip}); pick "
+                "another STACK_NAME= or delete it"
             )
-        return gpus[0], others[0], fips[0]
+        return gpus[0], others[0], (fips[0] if fips else None)
 
     def describe(self, raw: dict, request: LeaseRequest) -> Lease:
         gpu, services, fip = self._reservations(raw, request)
         address = ""
-        if raw["status"] == "ACTIVE":
-            # Blazar creates the reserved floating IP at lease start, tagged with its
-            # reservation (python-chi's Lease.get_reserved_floating_ips does the same).
+        if fip is not None and raw["status"] in ("ACTIVE", "ERROR"):
+            # Blazar creates the reserved floating IP at lease start, tagged
+            # ["blazar", "reservation:<id>"] (blazar@bbd20e84 blazar/utils/openstack/neutron.py
+            # FloatingIPPool.create_reserved_floatingip), as python-chi's
+            # Lease.get_reserved_floating_ips reads it.
             with self._chi() as chi:
                 tag = f"reservation:{fip['id']}"
                 found = [
@@ -278,8 +319,9 @@ class Leases:
             end=parse_date(raw["end_date"]),
             gpu_reservation_id=gpu["id"],
             services_reservation_id=services["id"],
-            fip_reservation_id=fip["id"],
+            fip_reservation_id=fip["id"] if fip else "",
             floating_ip=address,
+            gpu_count=int(gpu.get("amount") or gpu.get("max") or 0),
         )
 
     # --- changing ----------------------------------------------------------------------
@@ -313,6 +355,8 @@ class Leases:
             try:
                 updated = chi.blazar().lease.update(lease.id, prolong_for=f"{hours}h")
             except BlazarClientException as err:
+                if FLAVOR_UPDATE_REFUSED in _message(err):
+                    raise FlavorExtendRefused(lease) from None
                 raise UserError(
                     f"Blazar refused to extend lease {lease.name!r} by {hours} h: "
                     f"{_message(err)}; it still ends {lease.end:%Y-%m-%d %H:%M} UTC"
@@ -335,11 +379,35 @@ class Leases:
         return True
 
 
-def _same_properties(found: str | None, wanted: str) -> bool:
+class FlavorExtendRefused(UserError):
+    """Blazar's flavor plugin refuses to change a KVM lease's dates; the lease then reads
+    ERROR, and its instances run until its end."""
+
+    def __init__(self, lease: Lease) -> None:
+        super().__init__(
+            f'Blazar at KVM@TACC does not prolong flavor reservations ("{FLAVOR_UPDATE_REFUSED}'
+            f'"); lease {lease.name!r} still ends {lease.end:%Y-%m-%d %H:%M} UTC (Blazar now '
+            "lists it as ERROR; its instances keep running until then). To go on past it: let "
+            "the run save its checkpoint before the end (it does so 30 minutes before), "
+            "`make down`, then `make up` for a new lease and `make train RESUME=1`"
+        )
+
+
+def _made_for(reservation: dict, site: Site) -> str:
+    """The flavor name or node type a reservation was requested for, as Blazar keeps it."""
     try:
-        return json.loads(found or "null") == json.loads(wanted)
+        properties = json.loads(reservation.get("resource_properties") or "null")
     except (TypeError, ValueError):
-        return False
+        return ""
+    if site.kind == "kvm":
+        return properties.get("name", "") if isinstance(properties, dict) else ""
+    if isinstance(properties, list) and len(properties) == 3:
+        return str(properties[2])  # ["==", "$node_type", "<type>"]
+    return ""
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
 
 
 def _message(err: Exception) -> str:

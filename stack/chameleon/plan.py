@@ -10,31 +10,42 @@ from datetime import UTC, datetime, timedelta
 
 from rich.console import Console
 
-from stack.chameleon import credentials, settings, sites
+from stack.chameleon import availability, credentials, settings, sites
 from stack.chameleon import terraform as tf
-from stack.chameleon.lease import LeaseRequest
+from stack.chameleon.lease import Lease, LeaseRequest
 from stack.state import Stack
 
 
 def up_lines(
-    stack: Stack, chosen: settings.Settings, cloud: credentials.Cloud, request: LeaseRequest
+    stack: Stack,
+    chosen: settings.Settings,
+    cloud: credentials.Cloud,
+    request: LeaseRequest,
+    slot: availability.Slot,
 ) -> list[str]:
     site = chosen.site
-    end = datetime.now(UTC) + timedelta(hours=request.hours)
+    start = request.start or datetime.now(UTC)
+    end = start + timedelta(hours=request.hours)
+    when = f"start {start:%Y-%m-%d %H:%M} UTC" if request.start else "start now"
     lines = [
+        "(Blazar is asked, read-only, when the hardware is free)"
+        if site.kind != "kvm"
+        else "(nothing is contacted)",
         f"credentials: clouds.yaml entry {cloud.name!r} in {cloud.path} (region {cloud.region})",
         "",
         f"lease request to Blazar at {site.name} ({site.kind}):",
-        f"  name {request.name!r}, start now, {request.hours} h "
+        f"  name {request.name!r}, {when}, {request.hours} h "
         f"(ends about {end:%Y-%m-%d %H:%M} UTC; at most {site.max_lease_hours} h here)",
     ]
     roles = (f"GPU nodes ({request.gpu_hardware})", "services node", "gateway floating IP")
-    for role, reservation in zip(roles, request.reservations(), strict=True):
+    for role, reservation in zip(roles, request.reservations(), strict=False):
         lines.append(f"  {role}: {json.dumps(reservation)}")
-    lines.append(
-        f"  cost: {request.gpu_count + 1} node(s) x {request.hours} h = "
-        f"{request.node_hours()} node-hours of the project's allocation"
-    )
+    if not site.reserves_floating_ip:
+        lines.append(f"  gateway floating IP: allocated from {sites.PUBLIC_NETWORK!r} by Terraform "
+                     "at `make up`, released at `make down` (no reservation on KVM)")  # fmt: skip
+    lines += _free_lines(request, slot)
+    lines += [f"  {line}" for line in _charge(site, request.gpu_hardware, request.gpu_count,
+                                                 request.hours)]  # fmt: skip
     modules = tf.modules(stack.folder)
     lines += ["", f"terraform variables for infra/ (written 0600 to {modules['infra'].tfvars}):"]
     variables = tf.infra_variables(
@@ -50,7 +61,8 @@ def up_lines(
     how = "the reserved flavor" if site.kind == "kvm" else "the reservation's scheduler hint"
     lines.append(
         f"  infra: 1 services instance and {workers} from {sites.IMAGE} ({how}), their ports "
-        f"on sharednet1, the reserved floating IP on the services port, key pair {stack.name}-key"
+        f"on {sites.SHARED_NETWORK}, the floating IP on the services port, key pair "
+        f"{stack.name}-key"
     )
     if site.kind == "kvm":
         lines.append(
@@ -69,6 +81,62 @@ def up_lines(
             lines.append("  " + shlex.join(cmd))
     lines.append("  " + shlex.join(tf.commands(modules["infra"], "output")[0]))
     lines.append(f"  ssh {sites.SSH_USER}@<floating IP> true (pins host keys), then each host")
+    return lines
+
+
+def _free_lines(request: LeaseRequest, slot: availability.Slot) -> list[str]:
+    if slot.start is None:
+        return [f"  when free: {slot.why}"]
+    wanted = request.start or datetime.now(UTC)
+    if slot.start <= wanted + timedelta(minutes=1):
+        return [f"  when free: {request.gpu_count} of {slot.free_nodes} {request.gpu_hardware} "
+                f"node(s) are free then for {request.hours} h"]  # fmt: skip
+    return [
+        f"  when free: {request.gpu_count} {request.gpu_hardware} node(s) are next free for "
+        f"{request.hours} h from {slot.start:%Y-%m-%d %H:%M} UTC; take that slot with "
+        f"START='{slot.start:%Y-%m-%d %H:%M}'"
+    ]
+
+
+def _charge(site: sites.Site, hardware: str, gpus: int, hours: float) -> list[str]:
+    """What a lease of `hours` costs: node-hours, and Service Units where Chameleon documents
+    the rate (sites.py)."""
+    lines = [f"cost: {gpus + 1} node(s) x {hours:g} h = {(gpus + 1) * hours:g} node-hours"]
+    rates = {hardware: site.gpu_su_per_hour, site.services: site.services_su_per_hour}
+    known = {name: rate for name, rate in rates.items() if rate is not None}
+    if known:
+        parts = [f"{name} {rate:g} SU/h" for name, rate in known.items()]
+        lines.append(f"Service Units where documented: {', '.join(parts)}")
+    missing = [name for name, rate in rates.items() if rate is None]
+    if missing:
+        lines.append(
+            f"the SU rate of {', '.join(missing)} is not in Chameleon's documentation "
+            f"(see {sites.SU_FAQ})"
+        )
+    return lines
+
+
+def cost_lines(
+    lease: Lease, site: sites.Site, hardware: str, now: datetime, deleted: bool = False
+) -> list[str]:
+    """A lease's charge so far and in all (every host, from its start to its end or deletion,
+    used or not)."""
+    used, total = lease.node_hours(now)
+    if deleted:
+        total = used
+    nodes = lease.gpu_count + 1
+    lines = [f"cost: {used:.1f} node-hours so far, {total:.1f} in all ({nodes} node(s))"]
+    rates = {hardware: site.gpu_su_per_hour, site.services: site.services_su_per_hour}
+    if all(rate is not None for rate in rates.values()):
+        per_hour = (site.gpu_su_per_hour or 0) * lease.gpu_count + (site.services_su_per_hour or 0)
+        lines.append(
+            f"  {per_hour * used / nodes:.1f} SU so far, {per_hour * total / nodes:.1f} in all"
+        )
+    else:
+        missing = ", ".join(name for name, rate in rates.items() if rate is None)
+        lines.append(
+            f"  SUs: the rate of {missing} is not in Chameleon's documentation ({sites.SU_FAQ})"
+        )
     return lines
 
 
@@ -103,7 +171,7 @@ def report_leftovers(
         return
     console.print(f"still at {site.name} under the name {stack.name} (remove by hand):")
     for kind, name, ident in rest:
-        noun = {"floating IP": "floating ip", "keypair": "keypair"}.get(kind, kind)
+        noun = {"floating IP": "floating ip", "security group": "security group"}.get(kind, kind)
         target = name if kind == "keypair" else ident
         console.print(
             f"  {kind} {name} ({ident}): openstack --os-cloud {cloud.name} {noun} delete {target}",
@@ -124,6 +192,11 @@ def leftovers(cloud: credentials.Cloud, site: sites.Site, name: str) -> list[tup
         neutron = chi.neutron()
         found += [
             ("port", p["name"], p["id"]) for p in neutron.list_ports()["ports"] if ours(p["name"])
+        ]
+        found += [
+            ("security group", g["name"], g["id"])
+            for g in neutron.list_security_groups()["security_groups"]
+            if ours(g["name"])
         ]
         found += [
             ("floating IP", f["floating_ip_address"], f["id"])

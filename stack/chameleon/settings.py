@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from core.errors import UserError
 from core.flags import flag
@@ -30,6 +31,7 @@ class Settings:
     allow_ssh_from_anywhere: bool
     lease_timeout: float
     ssh_timeout: float
+    start: datetime | None = None  # an advance reservation (UTC); None = now
 
 
 def _env(name: str) -> str:
@@ -82,6 +84,7 @@ def for_up(recorded_site: str | None = None) -> Settings:
         allow_ssh_from_anywhere=anywhere,
         lease_timeout=_int("LEASE_TIMEOUT", DEFAULT_LEASE_TIMEOUT, 1, 86400, "seconds"),
         ssh_timeout=_int("SSH_TIMEOUT", DEFAULT_SSH_TIMEOUT, 0, 86400, "seconds"),
+        start=start_time(where),
     )
 
 
@@ -93,6 +96,31 @@ def ssh_cidr(anywhere: bool) -> str:
             "addresses allowed to SSH to the stack's floating IP"
         )
     return stack_settings.ssh_cidr(text, anywhere)
+
+
+def start_time(site: sites.Site, now: datetime | None = None) -> datetime | None:
+    """START= (UTC, `2026-12-24 09:00` or `2026-12-24T09:00`): when the lease starts, for
+    hardware that is taken now; unset = now."""
+    text = _env("START")
+    if not text:
+        return None
+    try:
+        start = datetime.strptime(text.replace("T", " "), "%Y-%m-%d %H:%M").replace(tzinfo=UTC)
+    except ValueError:
+        raise UserError(
+            f"START={text} is not a time; give it in UTC as YYYY-MM-DD HH:MM "
+            "(e.g. START='2026-12-24 09:00')"
+        ) from None
+    now = now or datetime.now(UTC)
+    if start <= now:
+        raise UserError(
+            f"START={text} is in the past (it is {now:%Y-%m-%d %H:%M} UTC); give a later time, "
+            "or leave START unset to start now"
+        )
+    window = sites.ADVANCE_WINDOW_HOURS
+    if window is not None and (start - now).total_seconds() > window * 3600:
+        raise UserError(f"START={text} is more than {window} h ahead, beyond {site.name}'s window")
+    return start
 
 
 def extend_hours(site: sites.Site) -> int:

@@ -1,18 +1,21 @@
 """`CLOUD=chameleon`'s own work: the lease (python-chi), the hosts in it (Terraform on `infra/`
 and `infra/volume/`), SSH to them with host keys pinned at first contact, the lease in
-`make status`, `make extend`, and the teardown with the list of what is left. Every step is
-recorded in the stack record and safe to run again: a second `make up` after a failure
-continues with the same lease, never a second one."""
+`make status` (its state, time left and cost), `make extend`, and the teardown at any point of
+the lease's life with the list of what is left. Every step is recorded in the stack record and
+safe to run again: a second `make up` after a failure continues with the same lease, never a
+second one."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from core.errors import UserError
 from stack import access
-from stack.chameleon import credentials, plan, settings, sites
+from stack.chameleon import availability, credentials, plan, settings, sites
 from stack.chameleon import terraform as tf
-from stack.chameleon.lease import Lease, LeaseRequest, Leases
+from stack.chameleon.lease import FlavorExtendRefused, Lease, LeaseRequest, Leases
 from stack.inventory import Host, Hosts
-from stack.targets import Target
+from stack.targets import NotReady, Target
 
 WARN_HOURS = 2  # `make status` warns when less is left
 STEPS = ("lease", "volume", "infra", "ssh", "configure", "health")
@@ -30,6 +33,30 @@ class ChameleonTarget(Target):
     def keeps_folder_on_purge(self) -> bool:
         return True  # the lease's record, and the state of what may be left to remove
 
+    def kept_after_down(self) -> str:
+        site = settings.site(self.stack.record.site or None)
+        if site.has_volumes:
+            return (
+                f"its lease is given back and its data volume {self.stack.name}-data kept (the "
+                "next lease's hosts find it again; `make down PURGE=1` deletes it)"
+            )
+        return (
+            "its lease is given back; bare metal keeps no data on the site, the backup in "
+            f"{self.stack.display(self.stack.backups)} holds it (`make restore` on a new lease)"
+        )
+
+    def lost_without_backup(self) -> str:
+        site = settings.site(self.stack.record.site or None)
+        if site.has_volumes:
+            return (
+                "what is on the hosts' own disks (the data volume keeps the databases, buckets "
+                "and run records)"
+            )
+        return (
+            "every run, model, checkpoint and run record of the stack (bare metal has no data "
+            "volume)"
+        )
+
     # --- up ------------------------------------------------------------------------------
     def preflight(self, command: str) -> None:
         if command == "up":
@@ -43,10 +70,13 @@ class ChameleonTarget(Target):
             gpu_hardware=self.chosen.gpu_hardware,
             gpu_count=self.chosen.gpu_count,
             hours=self.chosen.lease_hours,
+            start=self.chosen.start,
         )
 
     def plan(self) -> list[str]:
-        return plan.up_lines(self.stack, self.chosen, self.account, self._request())
+        request = self._request()
+        slot = availability.next_free(Leases(self.account, self.chosen.site), request)
+        return plan.up_lines(self.stack, self.chosen, self.account, request, slot)
 
     def planned_hosts(self) -> Hosts:
         gateway = access.Access(self.stack.folder, sites.SSH_USER, "<floating IP>")
@@ -72,34 +102,9 @@ class ChameleonTarget(Target):
             hardware=chosen.gpu_hardware,
             gpu_count=chosen.gpu_count,
         )
-        log = stack.log_file("up")
-        leases = Leases(account, chosen.site)
-        request = self._request()
-        self.console.print(f"lease {request.name!r} at {chosen.site.name}: finding or making it")
-        known = stack.record.lease
-
-        def remember(lease_id: str) -> None:
-            stack.update_lease(id=lease_id, name=request.name)
-
-        lease, created = leases.ensure(request, known.id or None, remember, chosen.lease_timeout)
-        if not lease.floating_ip:
-            raise UserError(
-                f"lease {lease.name!r} is ACTIVE but its reserved floating IP is not listed "
-                "yet; `make up` again in a minute"
-            )
-        # When the lease ends, for whoever plans work on the stack (training checks time left).
-        stack.update_lease(
-            status=lease.status,
-            start=lease.start.isoformat(),
-            end=lease.end.isoformat(),
-            hours=request.hours,
-        )
-        stack.step_done("lease")
-        self.console.print(
-            f"lease {lease.name!r} ({lease.id}) {'made' if created else 'reused'}: ACTIVE until "
-            f"{lease.end:%Y-%m-%d %H:%M} UTC, floating IP {lease.floating_ip}"
-        )
+        lease = self._lease()
         env = credentials.terraform_env(account)
+        log = stack.log_file("up")
         modules = tf.modules(stack.folder)
         volume_id = None
         if chosen.site.has_volumes:
@@ -131,6 +136,52 @@ class ChameleonTarget(Target):
         self.lease = lease
         return Hosts(hosts, way_in, self._target_vars(volume_id))
 
+    def _lease(self) -> Lease:
+        """The stack's lease, found again or made, once it is ACTIVE."""
+        stack, chosen = self.stack, self.chosen
+        leases = Leases(self.account, chosen.site)
+        request = self._request()
+        self.console.print(f"lease {request.name!r} at {chosen.site.name}: finding or making it")
+        known = stack.record.lease
+
+        def remember(lease_id: str) -> None:
+            if lease_id != stack.record.lease.id:
+                stack.update_lease(id=lease_id, name=request.name, extend_refused=False)
+
+        try:
+            lease, created = leases.ensure(
+                request, known.id or None, remember, chosen.lease_timeout, known.extend_refused
+            )
+        except UserError as exc:
+            if "went to ERROR" in str(exc):  # deleted by Leases.wait_active
+                stack.update_lease(id="", status="", end="")
+            raise
+        stack.update_lease(
+            status=lease.status,
+            start=lease.start.isoformat(),
+            end=lease.end.isoformat(),
+            hours=request.hours,
+        )
+        if lease.status == "PENDING":
+            raise NotReady(
+                f"lease {lease.name!r} ({lease.id}) {'made' if created else 'is reserved'}: it "
+                f"starts {lease.start:%Y-%m-%d %H:%M} UTC and ends {lease.end:%Y-%m-%d %H:%M} "
+                "UTC; run `make up` again after it starts to make and configure the hosts "
+                "(`make down` gives the reservation back)"
+            )
+        if chosen.site.reserves_floating_ip and not lease.floating_ip:
+            raise UserError(
+                f"lease {lease.name!r} is ACTIVE but its reserved floating IP is not listed "
+                "yet; `make up` again in a minute"
+            )
+        stack.step_done("lease")
+        where = f", floating IP {lease.floating_ip}" if lease.floating_ip else ""
+        self.console.print(
+            f"lease {lease.name!r} ({lease.id}) {'made' if created else 'reused'}: {lease.status}"
+            f" until {lease.end:%Y-%m-%d %H:%M} UTC{where}"
+        )
+        return lease
+
     def after_up(self) -> list[str]:
         lease = self.lease
         return [
@@ -141,27 +192,31 @@ class ChameleonTarget(Target):
         ]
 
     # --- status, extend --------------------------------------------------------------------
-    def running(self) -> bool:
-        return bool(self.stack.record.lease.id)
+    def _leases(self) -> Leases:
+        site = settings.site(self.stack.record.site or None)
+        return Leases(credentials.load(site.name), site)
 
-    def _current_lease(self) -> tuple[Leases, Lease]:
+    def _current(self) -> tuple[Leases, dict | None]:
+        """Blazar's answer for the stack's lease (None: it is gone)."""
+        leases = self._leases()
+        lease_id = self.stack.record.lease.id
+        return leases, (leases.get(lease_id) if lease_id else None)
+
+    def _request_from_record(self, site: sites.Site) -> LeaseRequest:
         record = self.stack.record
-        if not record.lease.id:
-            raise UserError(
-                f"stack {self.stack.name!r} has no lease; `make up CLOUD=chameleon` makes one"
-            )
-        site = settings.site(record.site or None)
-        leases = Leases(credentials.load(site.name), site)
-        raw = leases.get(record.lease.id)
-        if raw is None:
-            raise UserError(
-                f"the lease of stack {self.stack.name!r} is gone; `make up` makes a new one"
-            )
-        request = LeaseRequest(
+        return LeaseRequest(
             self.stack.name, site, record.hardware, record.gpu_count,
             record.lease.hours or settings.DEFAULT_LEASE_HOURS,
         )  # fmt: skip
-        return leases, leases.describe(raw, request)
+
+    def running(self) -> bool:
+        """The hosts exist: the lease is ACTIVE (or reads ERROR only because Blazar refused
+        to prolong it, its instances running until its end)."""
+        if not self.stack.record.lease.id:
+            return False
+        _, raw = self._current()
+        usable = ("ACTIVE", "ERROR") if self.stack.record.lease.extend_refused else ("ACTIVE",)
+        return raw is not None and raw["status"] in usable
 
     def status_section(self, nodes: list[dict] | None) -> None:
         record = self.stack.record
@@ -170,13 +225,39 @@ class ChameleonTarget(Target):
         if not record.lease.id:
             self.console.print("no lease: `make up` makes one")
             return
-        _, lease = self._current_lease()
-        left = lease.hours_left()
+        leases, raw = self._current()
+        if raw is None:
+            self.console.print(
+                f"lease {record.lease.id} is gone (ended or deleted): its instances are gone "
+                "too; `make down` removes what is left of the stack"
+            )
+            return
+        lease = leases.describe(raw, self._request_from_record(leases.site))
+        now = datetime.now(UTC)
+        left = lease.hours_left(now)
+        started = lease.start <= now
+        when = (
+            f"{max(left, 0):.1f} h left (started {lease.start:%Y-%m-%d %H:%M} UTC)"
+            if started
+            else f"starts {lease.start:%Y-%m-%d %H:%M} UTC"
+        )
         self.console.print(
             f"lease {lease.name!r} ({lease.id}): {lease.status}, ends "
-            f"{lease.end:%Y-%m-%d %H:%M} UTC, {max(left, 0):.1f} h left"
+            f"{lease.end:%Y-%m-%d %H:%M} UTC, {when}"
         )
-        if left < WARN_HOURS:
+        for line in plan.cost_lines(lease, leases.site, record.hardware, now):
+            self.console.print(line)
+        if lease.status == "ERROR" and record.lease.extend_refused:
+            self.console.print(
+                "Blazar lists the lease as ERROR since it refused to prolong it; its instances "
+                "run until its end"
+            )
+        elif lease.status == "ERROR":
+            self.console.print(
+                "[bold red]the lease is in ERROR[/]: Blazar could not start or keep it; "
+                "`make down` deletes it and what is left of the stack"
+            )
+        elif lease.status == "ACTIVE" and left < WARN_HOURS:
             self.console.print(
                 f"[bold red]warning[/]: under {WARN_HOURS} h left; the lease's end deletes "
                 f"every instance: `make extend HOURS={settings.DEFAULT_EXTEND_HOURS}` "
@@ -187,9 +268,18 @@ class ChameleonTarget(Target):
             self.console.print(f"through `make tunnel`: {urls}")
 
     def extend(self) -> None:
-        leases, lease = self._current_lease()
+        leases, raw = self._current()
+        if raw is None:
+            raise UserError(
+                f"stack {self.stack.name!r} has no lease to extend (`make status` says why)"
+            )
+        lease = leases.describe(raw, self._request_from_record(leases.site))
         hours = settings.extend_hours(leases.site)
-        new_end = leases.extend(lease, hours)
+        try:
+            new_end = leases.extend(lease, hours)
+        except FlavorExtendRefused:
+            self.stack.update_lease(extend_refused=True)
+            raise
         self.stack.update_lease(end=new_end.isoformat())
         self.console.print(
             f"lease {lease.name!r} extended by {hours} h: ends {new_end:%Y-%m-%d %H:%M} UTC "
@@ -197,33 +287,48 @@ class ChameleonTarget(Target):
         )
 
     # --- down ----------------------------------------------------------------------------
-    def _site_and_account(self) -> tuple[sites.Site, credentials.Cloud]:
-        site = settings.site(self.stack.record.site or None)
-        return site, credentials.load(site.name)
-
     def down_plan(self, purge: bool) -> list[str]:
-        site, _ = self._site_and_account()
+        site = settings.site(self.stack.record.site or None)
         return plan.down_lines(self.stack, site, purge)
 
     def tear_down(self, purge: bool) -> None:
+        """Whatever the lease's state: before it starts, ACTIVE, ended, deleted by hand, or
+        after an interrupted `make up`. Once its instances, reserved flavor and floating IP are
+        gone, Terraform is told so, and reads nothing that vanished."""
         stack = self.stack
-        site, account = self._site_and_account()
+        leases, raw = self._current()
+        found = raw or leases.find(stack.name)
+        active = found is not None and (
+            found["status"] == "ACTIVE"
+            or (found["status"] == "ERROR" and stack.record.lease.extend_refused)
+        )
+        account = leases.cloud
         env = credentials.terraform_env(account)
         log = stack.log_file("down")
         modules = tf.modules(stack.folder)
         if modules["infra"].has_state():
-            tf.run(modules["infra"], "destroy", env, log)
+            tf.destroy(modules["infra"], env, log, reservations_active=active)
         stack.step_done("destroyed")
-        leases = Leases(account, site)
-        found = leases.find(stack.name, stack.record.lease.id or None)
-        if found:
+        if found is not None:
             leases.delete(found["id"])
             self.console.print(f"lease {found['name']!r} ({found['id']}) deleted")
-        stack.update_lease(id="", pinned_for="", end="")
+            self._report_cost(leases, found)
+        stack.update_lease(id="", pinned_for="", end="", status="", extend_refused=False)
         if purge and modules["volume"].has_state():
-            tf.run(modules["volume"], "destroy", env, log)
+            tf.destroy(modules["volume"], env, log)
         access.Access(stack.folder, sites.SSH_USER, "").known_hosts.unlink(missing_ok=True)
-        plan.report_leftovers(self.console, stack, account, site, keep_volume=not purge)
+        plan.report_leftovers(self.console, stack, account, leases.site, keep_volume=not purge)
+
+    def _report_cost(self, leases: Leases, raw: dict) -> None:
+        try:
+            lease = leases.describe(raw, self._request_from_record(leases.site))
+        except UserError:
+            return  # not a lease of the stack's shape: nothing to add up
+        now = datetime.now(UTC)
+        for line in plan.cost_lines(
+            lease, leases.site, self.stack.record.hardware, now, deleted=True
+        ):
+            self.console.print(line)
 
 
 def _hosts(outputs: dict) -> list[Host]:

@@ -60,15 +60,21 @@ def binary() -> str:
     return found
 
 
-def commands(module: Module, action: str) -> list[list[str]]:
+def commands(module: Module, action: str, reservations_active: bool = True) -> list[list[str]]:
     """The commands `make up` (action "apply") or `make down` ("destroy") runs, as a user
-    could type them."""
+    could type them. A destroy once the lease is over reads nothing the lease's end deleted
+    (its instances, reserved flavor and floating IP): Terraform's data sources would fail on
+    them ("Your query returned no results", terraform-provider-openstack v3.4.0
+    data_source_openstack_compute_flavor_v2.go), so it refreshes nothing and tells infra/ the
+    lease is no longer active."""
     chdir = f"-chdir={module.source}"
     state = f"-state={module.state}"
     init = ["terraform", chdir, "init", "-input=false"]
     if action == "output":
         return [["terraform", chdir, "output", "-json", state]]
     run = ["terraform", chdir, action, "-input=false", "-auto-approve"]
+    if not reservations_active:
+        run += ["-refresh=false", "-var=reservations_active=false"]
     return [init, [*run, state, f"-var-file={module.tfvars}"]]
 
 
@@ -83,14 +89,22 @@ def write_tfvars(module: Module, variables: dict) -> None:
     tmp.replace(module.tfvars)
 
 
-def run(module: Module, action: str, env: dict[str, str], log: Path) -> None:
+def destroy(
+    module: Module, env: dict[str, str], log: Path, reservations_active: bool = True
+) -> None:
+    run(module, "destroy", env, log, reservations_active)
+
+
+def run(
+    module: Module, action: str, env: dict[str, str], log: Path, reservations_active: bool = True
+) -> None:
     """init, then apply or destroy; full output to the log, one line on failure."""
     exe = binary()
     # Plugins and modules per stack: the module folder stays clean and shared.
     env = {**env, "TF_DATA_DIR": str(module.folder / ".terraform"), "TF_IN_AUTOMATION": "1"}
     with log.open("a") as out, console.status(f"terraform {action} {module.name}") as status:
         os.chmod(log, 0o600)
-        for cmd in commands(module, action):
+        for cmd in commands(module, action, reservations_active):
             status.update(f"terraform {' '.join(cmd[2:4])} ({module.name})")
             out.write(f"$ {' '.join(cmd)}\n")
             out.flush()
@@ -98,9 +112,10 @@ def run(module: Module, action: str, env: dict[str, str], log: Path) -> None:
                 [exe, *cmd[1:]], stdout=out, stderr=subprocess.STDOUT, env=env, check=False
             )
             if proc.returncode != 0:
+                again = "make up" if action == "apply" else "make down"
                 raise UserError(
                     f"terraform {cmd[2]} of {module.name} failed (exit {proc.returncode}); "
-                    f"its output is in {log}; `make up` again continues from here"
+                    f"its output is in {log}; `{again}` again continues from here"
                 )
 
 
@@ -138,7 +153,12 @@ def infra_variables(
         "gpu_count": chosen.gpu_count,
         "gpu_reservation_id": lease.gpu_reservation_id if lease else "<from the lease>",
         "services_reservation_id": (lease.services_reservation_id if lease else "<from the lease>"),
-        "floating_ip_address": lease.floating_ip if lease else "<reserved by the lease>",
+        # Bare metal: the lease's reserved floating IP; KVM: "" (infra/ allocates one).
+        "floating_ip_address": (
+            (lease.floating_ip if lease else "<reserved by the lease>")
+            if chosen.site.reserves_floating_ip
+            else ""
+        ),
         "image": sites.IMAGE,
         "ssh_allowed_cidr": chosen.ssh_allowed_cidr,
         "allow_ssh_from_anywhere": chosen.allow_ssh_from_anywhere,

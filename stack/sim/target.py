@@ -47,6 +47,7 @@ class SimTarget(Target):
     # --- up ------------------------------------------------------------------------------
     def preflight(self, command: str) -> None:
         if command == "up":
+            _workers_wanted()
             _need_root()
             missing = sorted({pkg for tool, pkg in TOOLS.items() if shutil.which(tool) is None})
             if missing or not os.path.exists(hosts.SYSTEM_PYTHON):
@@ -91,10 +92,8 @@ class SimTarget(Target):
                 sim_cluster.save(self.stack, old)
             cluster = self._build(workers, preferred_subnet=old.subnet if old else None)
             action = "are made"
-        self.console.print(
-            f"sim hosts of [bold]{self.stack.name}[/] {action}: {len(cluster.hosts)} hosts on "
-            f"{cluster.subnet}"
-        )
+        self.console.print(f"sim hosts of [bold]{self.stack.name}[/] {action}")
+        self.status_section(None)
         return self._hosts(cluster)
 
     def _hosts(self, cluster: Cluster) -> Hosts:

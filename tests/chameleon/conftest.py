@@ -59,47 +59,123 @@ def cloud_env(standin, tmp_path, monkeypatch) -> Path:
     return path
 
 
-STUB_TERRAFORM = '''\
+STUB_TERRAFORM = """\
 #!{python}
-"""STAND-IN terraform: records each call and its environment, keeps a fake state, and
-answers `output -json` with what infra/ and infra/volume/ promise."""
-import json, os, signal, sys
+\"\"\"STAND-IN terraform: no OpenStack provider can reach a cloud here. It does what infra/ and
+infra/volume/ declare against the Chameleon stand-in, records what it makes there (the
+stand-in's /_standin hook), keeps a state of it, and looks up what infra/'s data sources look
+up, failing as the provider does when the lease took it along (terraform-provider-openstack
+v3.4.0: data_source_openstack_compute_flavor_v2.go "Your query returned no results. Please
+change your search criteria and try again."; data_source_openstack_networking_floatingip_v2.go
+"No openstack_networking_floatingip_v2 found"). Each call and its environment is logged.\"\"\"
+import json, os, signal, sys, urllib.request
 from pathlib import Path
+import yaml
 args = sys.argv[1:]
 chdir = next(a.split("=", 1)[1] for a in args if a.startswith("-chdir="))
 action = next(a for a in args if not a.startswith("-"))
 opt = {{a.split("=", 1)[0]: a.split("=", 1)[1] for a in args if "=" in a}}
+given = dict(a[len("-var="):].split("=", 1) for a in args if a.startswith("-var="))
 log = Path(os.environ["STUB_LOG"])
 with log.open("a") as out:
     out.write(json.dumps({{"args": args, "env": {{k: v for k, v in os.environ.items()
                           if k.startswith(("OS_", "TF_"))}}}}) + "\\n")
 module = "volume" if chdir.endswith("/volume") else "infra"
+if action == "init":
+    sys.exit(0)
 kill = os.environ.get("STUB_KILL_ON_APPLY")
 if action == "apply" and kill and not Path(kill).exists():
-    kill = Path(kill)
-    kill.write_text("killed once")
+    Path(kill).write_text("killed once")
     os.kill(os.getppid(), signal.SIGKILL)  # `make up` interrupted, right after the lease
     sys.exit(1)
-if action in ("apply", "destroy"):
-    state = Path(opt["-state"])
-    resources = [{{"type": "stand-in"}}] if action == "apply" else []
-    state.write_text(json.dumps({{"version": 4, "resources": resources}}))
-elif action == "output":
-    folder = Path(opt["-state"]).parent
-    if module == "volume":
-        volume = "3c1e2f7a-5b6d-4e8f-9a0b-1c2d3e4f5a6b"
-        print(json.dumps({{"volume_id": {{"value": volume, "type": "string"}}}}))
+state_file = Path(opt["-state"])
+state = json.loads(state_file.read_text()) if state_file.is_file() else {{}}
+made = state.get("made", [])
+if action == "output":
+    print(json.dumps({{k: {{"value": v}} for k, v in state.get("outputs", {{}}).items()}}))
+    sys.exit(0)
+tfvars = json.loads((state_file.parent / "terraform.tfvars.json").read_text())
+cloud = yaml.safe_load(Path(os.environ["OS_CLIENT_CONFIG_FILE"]).read_text())["clouds"]
+auth = cloud[tfvars["cloud"]]["auth"]
+base = auth["auth_url"].rsplit("/identity", 1)[0]
+credential = {{"id": auth["application_credential_id"],
+              "secret": auth["application_credential_secret"]}}
+body = {{"auth": {{"identity": {{"methods": ["application_credential"],
+                               "application_credential": credential}}}}}}
+answer = urllib.request.urlopen(urllib.request.Request(base + "/identity/v3/auth/tokens",
+         json.dumps(body).encode(), {{"Content-Type": "application/json"}}))
+token = answer.headers["X-Subject-Token"]
+
+def call(method, path, payload=None):
+    request = urllib.request.Request(base + path, json.dumps(payload).encode() if payload else None,
+                                     {{"X-Auth-Token": token, "Content-Type": "application/json"}},
+                                     method=method)
+    with urllib.request.urlopen(request) as answer:
+        text = answer.read()
+    return json.loads(text) if text else {{}}
+
+def fail(message):
+    print(f"Error: {{message}}", file=sys.stderr)
+    sys.exit(1)
+
+def make(kind, name, **extra):
+    thing = call("POST", "/_standin/objects", {{"kind": kind, "name": name, **extra}})
+    made.append(thing["id"])
+    return thing
+
+kvm = tfvars.get("site") == "KVM@TACC"
+active = given.get("reservations_active", "true") == "true"
+def look_up():
+    \"\"\"infra/'s data sources, read by plan, apply and a refreshing destroy.\"\"\"
+    if module != "infra" or not active:
+        return
+    if kvm:
+        names = {{f["name"] for f in call("GET", "/compute/v2.1/flavors/detail")["flavors"]}}
+        for rid in (tfvars["gpu_reservation_id"], tfvars["services_reservation_id"]):
+            if f"reservation:{{rid}}" not in names:
+                fail("Your query returned no results. "
+                     "Please change your search criteria and try again.")
     else:
-        tfvars = json.loads((folder / "terraform.tfvars.json").read_text())
-        hosts = {{f"{{tfvars['stack_name']}}-services": {{"private_address": "10.52.0.10",
-                                                         "role": "services"}}}}
-        for n in range(tfvars["gpu_count"]):
-            hosts[f"{{tfvars['stack_name']}}-gpu-{{n + 1}}"] = {{
-                "private_address": f"10.52.0.{{20 + n}}", "role": "gpu"}}
-        outputs = {{"gateway_address": tfvars["floating_ip_address"], "ssh_user": "cc",
-                    "layout": "kvm", "hosts": hosts}}
-        print(json.dumps({{k: {{"value": v}} for k, v in outputs.items()}}))
-'''
+        query = f"/network/v2.0/floatingips?floating_ip_address={{tfvars['floating_ip_address']}}"
+        if not call("GET", query)["floatingips"]:
+            fail("No openstack_networking_floatingip_v2 found")
+
+look_up()
+name = tfvars["stack_name"]
+if action == "apply" and module == "volume" and not made:
+    volume = make("volume", f"{{name}}-data", size=100)
+    state["outputs"] = {{"volume_id": volume["id"]}}
+elif action == "apply" and module == "infra" and not made:
+    hosts = {{f"{{name}}-services": ("services", tfvars["services_reservation_id"], "10.52.0.10")}}
+    for n in range(tfvars["gpu_count"]):
+        address = f"10.52.0.{{20 + n}}"
+        hosts[f"{{name}}-gpu-{{n + 1}}"] = ("worker", tfvars["gpu_reservation_id"], address)
+    make("keypair", f"{{name}}-key", public_key=tfvars["public_key"])
+    if kvm:
+        make("security group", f"{{name}}-hosts")
+        fip = call("POST", "/_standin/floatingips", {{"stack": name}})
+        made.append(fip["id"])
+        gateway = fip["floating_ip_address"]
+    else:
+        gateway = tfvars["floating_ip_address"]
+    for host, (role, rid, address) in hosts.items():
+        make("port", f"{{host}}-port", fixed_ips=[{{"ip_address": address}}])
+        make("server", host, status="ACTIVE", reservation=rid)
+    if tfvars.get("data_volume_id"):
+        make("volume attachment", f"{{name}}-data-attachment", volume_id=tfvars["data_volume_id"])
+    state["outputs"] = {{"gateway_address": gateway, "ssh_user": "cc",
+                         "layout": "kvm" if kvm else "baremetal",
+                         "hosts": {{h: {{"private_address": a, "role": r}}
+                                   for h, (r, _, a) in hosts.items()}}}}
+elif action == "destroy":
+    for ident in made:
+        call("DELETE", f"/_standin/objects/{{ident}}")
+        call("DELETE", f"/_standin/floatingips/{{ident}}")
+    made, state["outputs"] = [], {{}}
+state["made"] = made
+state["resources"] = [{{"type": "stand-in"}}] if made else []
+state_file.write_text(json.dumps(state))
+"""
 
 STUB_SSH = """\
 #!{python}
@@ -167,6 +243,10 @@ if any(arg.endswith("site.yml") for arg in sys.argv):
                  if line.strip().startswith("stack_endpoints_file_name:")]
     with open(os.path.join(state, (named or ["endpoints.json"])[0]), "w") as out:
         json.dump(endpoints, out)
+if any(arg.endswith("backup.yml") for arg in sys.argv) and os.environ.get("STUB_BACKUP_FAILS"):
+    print("TASK [Dump the tracking database] ****")
+    print('fatal: [standin]: FAILED! => {"msg": "pg_dump: error: connection refused"}')
+    sys.exit(2)
 if any(arg.endswith("backup.yml") for arg in sys.argv):
     extra = json.loads(sys.argv[sys.argv.index("-e") + 1])
     folder = os.path.join(extra["stack_backup_dir"], time.strftime("%Y%m%d-%H%M%S"))
@@ -235,3 +315,43 @@ def stack_cli(
         timeout=300,
         check=False,
     )
+
+
+def one_error_line(proc) -> str:
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("error: ")
+    return line
+
+
+@pytest.fixture
+def home(tmp_path):
+    folder = tmp_path / "home"
+    folder.mkdir()
+    return folder
+
+
+def with_stubs(stubs, **settings) -> dict:
+    return {
+        "PATH": f"{stubs['bin']}:{os.environ['PATH']}",
+        "ANSIBLE_VENV": str(stubs["ansible"]),
+        "STUB_LOG": str(stubs["terraform_log"]),
+        "STUB_SSH_LOG": str(stubs["ssh_log"]),
+        "STUB_ANSIBLE_LOG": str(stubs["ansible_log"]),
+        "SSH_ALLOWED_CIDR": "198.51.100.7/32",
+        "SSH_TIMEOUT": "5",
+        **settings,
+    }
+
+
+def made_stack(standin, home, tmp_path, stubs, region: str = "KVM@TACC", **extra) -> tuple:
+    """A stack `make up` made against the stand-in: its state folder and the settings used."""
+    path = clouds_yaml(tmp_path / "clouds.yaml", standin.url, region=region)
+    if region != "KVM@TACC":
+        extra.setdefault("SITE", region)
+    state = tmp_path / "state"
+    settings = with_stubs(stubs, OS_CLIENT_CONFIG_FILE=str(path), **extra)
+    up = stack_cli(home, state, "up", **settings)
+    assert up.returncode == 0, up.stdout + up.stderr
+    return state, settings

@@ -10,54 +10,25 @@ import socket
 import stat
 import subprocess
 import sys
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pytest
 import yaml
 
 from core.state import StackRecord
-from tests.chameleon.conftest import REPO, SECRET, clouds_yaml, stack_cli
+from tests.chameleon.conftest import (
+    REPO,
+    SECRET,
+    clouds_yaml,
+    made_stack,
+    one_error_line,
+    stack_cli,
+    with_stubs,
+)
+from tests.chameleon.standin import now
 from tests.conftest import service_rows
 
 LEASES = r"/reservation/v1/leases"
-
-
-def one_error_line(proc) -> str:
-    assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert "Traceback" not in proc.stderr
-    (line,) = proc.stderr.strip().splitlines()
-    assert line.startswith("error: ")
-    return line
-
-
-@pytest.fixture
-def home(tmp_path):
-    folder = tmp_path / "home"
-    folder.mkdir()
-    return folder
-
-
-def with_stubs(stubs, **settings) -> dict:
-    return {
-        "PATH": f"{stubs['bin']}:{os.environ['PATH']}",
-        "ANSIBLE_VENV": str(stubs["ansible"]),
-        "STUB_LOG": str(stubs["terraform_log"]),
-        "STUB_SSH_LOG": str(stubs["ssh_log"]),
-        "STUB_ANSIBLE_LOG": str(stubs["ansible_log"]),
-        "SSH_ALLOWED_CIDR": "198.51.100.7/32",
-        "SSH_TIMEOUT": "5",
-        **settings,
-    }
-
-
-def made_stack(standin, home, tmp_path, stubs, **extra) -> tuple:
-    """A stack `make up` made against the stand-in: its state folder and the settings used."""
-    path = clouds_yaml(tmp_path / "clouds.yaml", standin.url)
-    state = tmp_path / "state"
-    settings = with_stubs(stubs, OS_CLIENT_CONFIG_FILE=str(path), **extra)
-    up = stack_cli(home, state, "up", **settings)
-    assert up.returncode == 0, up.stdout + up.stderr
-    return state, settings
 
 
 # --- DRY_RUN --------------------------------------------------------------------------------
@@ -71,8 +42,11 @@ def test_dry_run_up_on_kvm_prints_the_plan_and_contacts_nothing(standin, home, t
     assert "lease request to Blazar at KVM@TACC (kvm)" in out
     assert '"resource_type": "flavor:instance", "flavor": "g1.h100.pci.1", "amount": 2' in out
     assert '"flavor": "m1.xlarge", "amount": 1' in out
-    assert '"resource_type": "virtual:floatingip", "network": "public", "amount": 1' in out
+    assert "virtual:floatingip" not in out  # KVM: allocated from public, not reserved
+    assert "gateway floating IP: allocated from 'public' by Terraform" in out
     assert "3 node(s) x 8 h = 24 node-hours" in out
+    assert "the SU rate of g1.h100.pci.1, m1.xlarge is not in Chameleon's documentation" in out
+    assert "when free: python-chi cannot tell when a KVM flavor is next free" in out
     assert '"ssh_allowed_cidr": "198.51.100.7/32"' in out
     assert '"gpu_reservation_id": "<from the lease>"' in out
     assert "security group: SSH from 198.51.100.7/32" in out
@@ -83,8 +57,14 @@ def test_dry_run_up_on_kvm_prints_the_plan_and_contacts_nothing(standin, home, t
     assert standin.requests == [] and not state.exists()
 
 
-def test_dry_run_up_on_bare_metal(standin, home, tmp_path):
+def test_dry_run_up_on_bare_metal_says_when_the_nodes_are_next_free(standin, home, tmp_path):
     path = clouds_yaml(tmp_path / "clouds.yaml", standin.url, region="CHI@UC")
+    standin.region = "CHI@UC"
+    # Two gpu_a100_pcie nodes: one taken for the next 10 h, the other from 9 h to 20 h ahead.
+    soon = now().replace(second=0, microsecond=0)
+    for start, end in ((-1, 10), (9, 20)):
+        span = (soon + timedelta(hours=start), soon + timedelta(hours=end))
+        standin.add_host("gpu_a100_pcie", booked=[span])
     state = tmp_path / "state"
     proc = stack_cli(home, state, "up", DRY_RUN="1", OS_CLIENT_CONFIG_FILE=str(path),
                      SITE="CHI@UC", SSH_ALLOWED_CIDR="198.51.100.0/24")  # fmt: skip
@@ -97,7 +77,21 @@ def test_dry_run_up_on_bare_metal(standin, home, tmp_path):
     assert "the reservation's scheduler hint" in out
     assert "no security groups on bare metal" in out
     assert '"data_volume_id": ""' in out and "/volume apply" not in out
-    assert standin.requests == [] and not state.exists()
+    assert '"resource_type": "virtual:floatingip", "network": "public", "amount": 1' in out
+    # One node is free for the default 8 h from now on: the lease could start now.
+    assert "1 of 2 gpu_a100_pcie node(s) are free then for 8 h" in out, out
+    assert "compute_cascadelake_r 1 SU/h" in out
+    assert "the SU rate of gpu_a100_pcie is not in Chameleon's documentation" in out
+    # Blazar was only read (when the hardware is free); nothing was made or written.
+    assert {method for method, _ in standin.requests} <= {"GET", "POST"}
+    assert standin.count("POST", LEASES) == 0 and not standin.leases and not state.exists()
+
+    two = stack_cli(home, state, "up", DRY_RUN="1", OS_CLIENT_CONFIG_FILE=str(path),
+                    SITE="CHI@UC", SSH_ALLOWED_CIDR="198.51.100.0/24", GPU_NODES="2")  # fmt: skip
+    slot = (soon + timedelta(hours=20)).strftime("%Y-%m-%d %H:%M")
+    assert (
+        f"are next free for 8 h from {slot} UTC; take that slot with START='{slot}'" in two.stdout
+    )
 
 
 # --- one clear line for every missing setting ---------------------------------------------
@@ -181,11 +175,12 @@ def test_up_interrupted_after_the_lease_continues_with_the_same_lease(
     by_id = {r["id"]: r for r in lease["reservations"]}
     assert by_id[tfvars["gpu_reservation_id"]]["amount"] == 2
     assert by_id[tfvars["services_reservation_id"]]["amount"] == 1
-    fip = standin.floating_ips[0]["floating_ip_address"]
-    assert (
-        tfvars["floating_ip_address"] == fip
-        and tfvars["data_volume_id"] == "3c1e2f7a-5b6d-4e8f-9a0b-1c2d3e4f5a6b"
-    )
+    # KVM: the gateway's floating IP is allocated by Terraform from public, not reserved.
+    (allocated,) = standin.floating_ips
+    assert allocated["tags"] == ["stack=chameleon"] and tfvars["floating_ip_address"] == ""
+    fip = allocated["floating_ip_address"]
+    (volume,) = standin.objects["volume"]
+    assert tfvars["data_volume_id"] == volume["id"] and volume["name"] == "chameleon-data"
     assert tfvars["public_key"].startswith("ssh-ed25519 ")
     assert stat.S_IMODE((folder / "secrets" / "ssh_key").stat().st_mode) == 0o600
 
@@ -223,6 +218,7 @@ def test_up_interrupted_after_the_lease_continues_with_the_same_lease(
     assert "MLflow http://127.0.0.1:5000" in status.stdout
 
     ends = StackRecord.read(folder).lease.end
+    standin.flavor_updates = "allow"  # the later flavor plugin (blazar@0280aeb0) moves dates
     extend = stack_cli(home, state, "extend", **settings, HOURS="4")
     assert extend.returncode == 0, extend.stderr
     assert "extended by 4 h" in extend.stdout
@@ -235,6 +231,19 @@ def test_up_interrupted_after_the_lease_continues_with_the_same_lease(
     assert "Blazar refused to extend lease 'chameleon' by 4 h: Not enough" in one_error_line(
         refused
     )
+    assert standin.leases[lease["id"]]["status"] == "ACTIVE"  # a non-fatal refusal
+
+    # The flavor plugin of blazar@5204b41a refuses any update and leaves the lease in ERROR,
+    # its instances running until its end: one line says what to do instead, and the stack
+    # still counts the lease as its own (status, a repairing `make up`).
+    standin.refuse_update, standin.flavor_updates = None, "refuse"
+    line = one_error_line(stack_cli(home, state, "extend", **settings, HOURS="4"))
+    assert "does not prolong flavor reservations" in line and "`make train RESUME=1`" in line
+    assert standin.leases[lease["id"]]["status"] == "ERROR"
+    status = stack_cli(home, state, "status", **settings)
+    assert "Blazar lists the lease as ERROR since it refused to prolong it" in status.stdout
+    again = stack_cli(home, state, "up", **settings)
+    assert again.returncode == 0 and "reused" in again.stdout, again.stdout + again.stderr
 
     dry = stack_cli(home, state, "down", **settings, DRY_RUN="1")
     assert dry.returncode == 0, dry.stderr

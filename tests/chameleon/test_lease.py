@@ -11,7 +11,7 @@ import pytest
 
 from core.errors import UserError
 from stack.chameleon import credentials, sites
-from stack.chameleon.lease import LeaseRequest, Leases, parse_date
+from stack.chameleon.lease import FlavorExtendRefused, LeaseRequest, Leases, parse_date
 from tests.chameleon.conftest import clouds_yaml
 from tests.chameleon.standin import FLAVORS, OTHER_USER_ID, PUBLIC_NET
 
@@ -34,17 +34,21 @@ def ensure(leases: Leases, request: LeaseRequest, known: str | None = None, time
     return lease, created, remembered
 
 
+def flavor_id(name: str) -> str:
+    return FLAVORS[name][0]
+
+
 def kvm_reservations(gpus: int = 1) -> list[dict]:
+    """What python-chi sends for the stack's KVM lease (chi/lease.py add_flavor_reservation)."""
     return [
-        {"resource_type": "flavor:instance", "flavor_id": FLAVORS["g1.h100.pci.1"],
+        {"resource_type": "flavor:instance", "flavor_id": flavor_id("g1.h100.pci.1"),
          "amount": gpus, "affinity": None},
-        {"resource_type": "flavor:instance", "flavor_id": FLAVORS["m1.xlarge"], "amount": 1,
+        {"resource_type": "flavor:instance", "flavor_id": flavor_id("m1.xlarge"), "amount": 1,
          "affinity": None},
-        {"resource_type": "virtual:floatingip", "network_id": PUBLIC_NET, "amount": 1},
     ]  # fmt: skip
 
 
-def test_create_reserves_gpus_services_and_a_floating_ip(standin, cloud_env):
+def test_create_reserves_gpus_and_services_by_flavor(standin, cloud_env):
     lease, created, remembered = ensure(leases_for(KVM), kvm_request(gpus=2))
 
     assert created and remembered == [lease.id]
@@ -56,20 +60,27 @@ def test_create_reserves_gpus_services_and_a_floating_ip(standin, cloud_env):
     kinds = sorted(
         (r["resource_type"], r.get("flavor_id"), r["amount"]) for r in body["reservations"]
     )
+    # KVM@TACC documents no floating-IP reservations: infra/ allocates one from `public`.
     assert kinds == sorted([
-        ("flavor:instance", FLAVORS["g1.h100.pci.1"], 2),
-        ("flavor:instance", FLAVORS["m1.xlarge"], 1),
-        ("virtual:floatingip", None, 1),
+        ("flavor:instance", flavor_id("g1.h100.pci.1"), 2),
+        ("flavor:instance", flavor_id("m1.xlarge"), 1),
     ])  # fmt: skip
     stored = standin.leases[lease.id]
     by_id = {r["id"]: r for r in stored["reservations"]}
+    # Blazar answers with the reserved flavor's id (the reservation id) in flavor_id and the
+    # requested flavor in resource_properties: the reservations are told apart by the latter.
+    gpu, services = by_id[lease.gpu_reservation_id], by_id[lease.services_reservation_id]
+    assert gpu["flavor_id"] == gpu["id"] and services["flavor_id"] == services["id"]
+    assert json.loads(gpu["resource_properties"])["id"] == flavor_id("g1.h100.pci.1")
+    assert json.loads(services["resource_properties"])["name"] == "m1.xlarge"
     # Terraform gets the reservations' ids, never the lease's.
-    assert by_id[lease.gpu_reservation_id]["flavor_id"] == FLAVORS["g1.h100.pci.1"]
-    assert by_id[lease.services_reservation_id]["flavor_id"] == FLAVORS["m1.xlarge"]
     assert lease.id not in (lease.gpu_reservation_id, lease.services_reservation_id)
-    assert lease.status == "ACTIVE"
-    assert lease.floating_ip == standin.floating_ips[0]["floating_ip_address"]
+    assert lease.status == "ACTIVE" and lease.gpu_count == 2
+    assert lease.floating_ip == "" and not standin.floating_ips
     assert lease.end == parse_date(stored["end_date"])
+    # At its start the lease's reserved flavors became visible to the project.
+    names = {f["name"] for f in standin.visible_flavors()}
+    assert {f"reservation:{gpu['id']}", f"reservation:{services['id']}"} <= names
     # python-chi read the OS_* variables; they are gone again, so no child process sees them.
     assert not [key for key in os.environ if key.startswith("OS_APPLICATION_CREDENTIAL")]
     assert os.environ.get("OS_AUTH_URL") is None
@@ -126,11 +137,13 @@ def test_a_lease_in_error_is_reported_and_not_reused(standin, cloud_env):
     assert broken["id"] in standin.leases
 
 
-def test_a_new_lease_that_goes_to_error_is_reported(standin, cloud_env):
-    # python-chi's wait() returns quietly on ERROR: the status must be checked after it.
+def test_a_new_lease_that_goes_to_error_is_reported_and_deleted(standin, cloud_env):
+    # python-chi's wait() returns quietly on ERROR: the status must be checked after it. A
+    # lease in ERROR holds nothing usable: it is deleted before `make up` ends.
     standin.start_as = "ERROR"
-    with pytest.raises(UserError, match="is in ERROR"):
+    with pytest.raises(UserError, match="went to ERROR.*it was deleted, so nothing is left"):
         ensure(leases_for(KVM), kvm_request())
+    assert standin.count("POST", LEASES) == 1 and not standin.leases
 
 
 def test_waiting_times_out_with_the_lease_remembered(standin, cloud_env):
@@ -180,11 +193,23 @@ def active(standin, hours: float, site_reservations=None, start=None):
 
 
 def test_extend_prolongs_the_lease(standin, cloud_env):
+    standin.flavor_updates = "allow"  # the later flavor plugin (blazar@0280aeb0) moves dates
     leases, lease = active(standin, hours=8)
     new_end = leases.extend(lease, 24)
     (put,) = [b for m, _, b in standin.bodies if m == "PUT"]
     assert put == {"end_date": (lease.end + timedelta(hours=24)).strftime("%Y-%m-%d %H:%M")}
     assert new_end == (lease.end + timedelta(hours=24)).replace(second=0, microsecond=0)
+
+
+def test_extend_refused_by_the_flavor_plugin_says_what_to_do_instead(standin, cloud_env):
+    leases, lease = active(standin, hours=8)
+    with pytest.raises(FlavorExtendRefused, match=r"does not prolong flavor reservations.*still "
+                       r"ends.*`make down`, then `make up` for a new lease and `make train "
+                       r"RESUME=1`"):  # fmt: skip
+        leases.extend(lease, 24)
+    # Blazar's update_lease leaves the lease in ERROR; its end stays.
+    assert standin.leases[lease.id]["status"] == "ERROR"
+    assert parse_date(standin.leases[lease.id]["end_date"]) == lease.end
 
 
 def test_extend_refused_by_blazar_says_so(standin, cloud_env):
@@ -221,9 +246,9 @@ def test_bare_metal_extends_only_in_the_last_48_hours(standin, cloud_env):
 
 def test_delete(standin, cloud_env):
     leases, lease = active(standin, hours=8)
-    assert standin.floating_ips
+    assert standin.reserved_flavors
     assert leases.delete(lease.id) is True
-    assert lease.id not in standin.leases and not standin.floating_ips
+    assert lease.id not in standin.leases and not standin.reserved_flavors
     assert leases.delete(lease.id) is False  # already gone: not an error
 
 

@@ -119,7 +119,6 @@ GOOD_VARIABLES = {
     "gpu_count": "1",
     "gpu_reservation_id": '"11111111-2222-3333-4444-555555555555"',
     "services_reservation_id": '"66666666-7777-8888-9999-000000000000"',
-    "floating_ip_address": '"129.114.108.20"',
     "ssh_allowed_cidr": '"203.0.113.7/32"',
     "public_key": '"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGZha2VrZXlmb3J0ZXN0c29ubHk demo@stack"',
 }
@@ -241,15 +240,19 @@ def test_gpu_instances_use_the_reservation_never_the_lease() -> None:
     assert not re.search(r"lease_id|var\.lease", text), "a lease id is not a reservation id"
 
 
-def test_floating_ip_attaches_through_a_port_and_is_never_managed() -> None:
+def test_floating_ip_attaches_through_a_port_and_only_kvm_allocates_one() -> None:
     resources = blocks(INFRA, "resource")
     (association,) = of_type(resources, "openstack_networking_floatingip_associate_v2").values()
     assert association["port_id"] == "${openstack_networking_port_v2.this[local.gateway_name].id}"
-    assert "data.openstack_networking_floatingip_v2.gateway" in association["floating_ip"]
+    assert association["floating_ip"] == "${local.gateway_address}"
+    # Bare metal's reserved IP is Blazar's (looked up); KVM's is allocated here, for KVM only.
+    (allocated,) = of_type(resources, "openstack_networking_floatingip_v2").values()
+    assert allocated["count"] == "${local.is_kvm ? 1 : 0}" and allocated["pool"] == "public"
+    reserved = of_type(blocks(INFRA, "data"), "openstack_networking_floatingip_v2")["gateway"]
+    assert reserved["count"] == "${!local.is_kvm && var.reservations_active ? 1 : 0}"
     for module in all_modules():
         for type_, _ in blocks(module, "resource"):
             assert type_ != "openstack_compute_floatingip_associate_v2", "removed in provider 3.0"
-            assert type_ != "openstack_networking_floatingip_v2", "Blazar owns the reserved IP"
 
 
 def test_data_volume_is_outside_the_root_state_and_on_the_services_host() -> None:
