@@ -32,10 +32,6 @@ BLAZAR_CREATED = "%Y-%m-%d %H:%M:%S"
 # ChameleonCloud/blazar@bbd20e84 blazar/status.py LeaseStatus.
 REUSABLE = ("PENDING", "CREATING", "STARTING", "ACTIVE", "UPDATING")
 GOING = ("TERMINATING", "DELETING")
-# blazar@5204b41a flavor_plugin.py `update_reservation` (409 through blazar/manager/exceptions
-# NotImplemented); Blazar's update_lease then leaves the lease in ERROR, its instances running
-# until its end.
-FLAVOR_UPDATE_REFUSED = "Flavor-based reservation update not yet supported"
 
 
 @dataclass(frozen=True)
@@ -122,7 +118,7 @@ class Leases:
             try:
                 yield chi
             except BlazarClientException as err:
-                raise UserError(f"Blazar at {self.site.name}: {_message(err)}") from None
+                raise UserError(f"Blazar at {self.site.name}: {message(err)}") from None
 
     # --- finding -----------------------------------------------------------------------
     def get(self, lease_id: str) -> dict | None:
@@ -134,7 +130,7 @@ class Leases:
             except BlazarClientException as err:
                 if err.kwargs.get("code") == 404:
                     return None
-                raise UserError(f"Blazar at {self.site.name}: {_message(err)}") from None
+                raise UserError(f"Blazar at {self.site.name}: {message(err)}") from None
 
     def find(self, name: str, lease_id: str | None = None) -> dict | None:
         """The stack's lease: by the id remembered from an earlier `up`, else by name among
@@ -325,44 +321,6 @@ class Leases:
         )
 
     # --- changing ----------------------------------------------------------------------
-    def extend(self, lease: Lease, hours: int, now: datetime | None = None) -> datetime:
-        """Prolong by `hours` within the site's rules; returns the new end."""
-        from blazarclient.exception import BlazarClientException
-
-        now = now or datetime.now(UTC)
-        new_end = lease.end + timedelta(hours=hours)
-        window = self.site.extend_window_hours
-        if window is not None and lease.hours_left(now) > window:
-            raise UserError(
-                f"{self.site.name} prolongs a lease only in its last {window} h; "
-                f"{lease.name!r} ends {lease.end:%Y-%m-%d %H:%M} UTC, "
-                f"{lease.hours_left(now):.0f} h from now: run `make extend` after "
-                f"{lease.end - timedelta(hours=window):%Y-%m-%d %H:%M} UTC"
-            )
-        if window is None and new_end - lease.start > timedelta(hours=self.site.max_lease_hours):
-            longest = lease.start + timedelta(hours=self.site.max_lease_hours)
-            most = max(0, int((longest - lease.end).total_seconds() // 3600))
-            raise UserError(
-                f"{self.site.name} leases last at most {self.site.max_lease_hours} h; "
-                f"{lease.name!r} can end by {longest:%Y-%m-%d %H:%M} UTC at the latest: "
-                f"HOURS={most} at most"
-            )
-        if window is not None and hours > self.site.max_lease_hours:
-            raise UserError(
-                f"{self.site.name} prolongs by up to {self.site.max_lease_hours} h at a time"
-            )
-        with self._chi() as chi:
-            try:
-                updated = chi.blazar().lease.update(lease.id, prolong_for=f"{hours}h")
-            except BlazarClientException as err:
-                if FLAVOR_UPDATE_REFUSED in _message(err):
-                    raise FlavorExtendRefused(lease) from None
-                raise UserError(
-                    f"Blazar refused to extend lease {lease.name!r} by {hours} h: "
-                    f"{_message(err)}; it still ends {lease.end:%Y-%m-%d %H:%M} UTC"
-                ) from None
-        return parse_date(updated["end_date"])
-
     def delete(self, lease_id: str) -> bool:
         """Delete the lease; False when it was already gone."""
         from blazarclient.exception import BlazarClientException
@@ -374,23 +332,9 @@ class Leases:
                 if err.kwargs.get("code") == 404:
                     return False
                 raise UserError(
-                    f"Blazar would not delete lease {lease_id}: {_message(err)}"
+                    f"Blazar would not delete lease {lease_id}: {message(err)}"
                 ) from None
         return True
-
-
-class FlavorExtendRefused(UserError):
-    """Blazar's flavor plugin refuses to change a KVM lease's dates; the lease then reads
-    ERROR, and its instances run until its end."""
-
-    def __init__(self, lease: Lease) -> None:
-        super().__init__(
-            f'Blazar at KVM@TACC does not prolong flavor reservations ("{FLAVOR_UPDATE_REFUSED}'
-            f'"); lease {lease.name!r} still ends {lease.end:%Y-%m-%d %H:%M} UTC (Blazar now '
-            "lists it as ERROR; its instances keep running until then). To go on past it: let "
-            "the run save its checkpoint before the end (it does so 30 minutes before), "
-            "`make down`, then `make up` for a new lease and `make train RESUME=1`"
-        )
 
 
 def _made_for(reservation: dict, site: Site) -> str:
@@ -410,7 +354,7 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _message(err: Exception) -> str:
+def message(err: Exception) -> str:
     """Blazar's own words: blazarclient wraps them as 'ERROR: <error_message>'."""
     text = str(err)
     return text.removeprefix("ERROR: ").strip() or type(err).__name__

@@ -13,7 +13,8 @@ from core.errors import UserError
 from stack import access
 from stack.chameleon import availability, credentials, plan, settings, sites
 from stack.chameleon import terraform as tf
-from stack.chameleon.lease import FlavorExtendRefused, Lease, LeaseRequest, Leases
+from stack.chameleon.extend import FlavorExtendRefused, extend
+from stack.chameleon.lease import Lease, LeaseRequest, Leases
 from stack.inventory import Host, Hosts
 from stack.targets import NotReady, Target
 
@@ -276,7 +277,7 @@ class ChameleonTarget(Target):
         lease = leases.describe(raw, self._request_from_record(leases.site))
         hours = settings.extend_hours(leases.site)
         try:
-            new_end = leases.extend(lease, hours)
+            new_end = extend(leases, lease, hours)
         except FlavorExtendRefused:
             self.stack.update_lease(extend_refused=True)
             raise

@@ -11,7 +11,8 @@ import pytest
 
 from core.errors import UserError
 from stack.chameleon import credentials, sites
-from stack.chameleon.lease import FlavorExtendRefused, LeaseRequest, Leases, parse_date
+from stack.chameleon.extend import FlavorExtendRefused, extend
+from stack.chameleon.lease import LeaseRequest, Leases, parse_date
 from tests.chameleon.conftest import clouds_yaml
 from tests.chameleon.standin import FLAVORS, OTHER_USER_ID, PUBLIC_NET
 
@@ -195,7 +196,7 @@ def active(standin, hours: float, site_reservations=None, start=None):
 def test_extend_prolongs_the_lease(standin, cloud_env):
     standin.flavor_updates = "allow"  # the later flavor plugin (blazar@0280aeb0) moves dates
     leases, lease = active(standin, hours=8)
-    new_end = leases.extend(lease, 24)
+    new_end = extend(leases, lease, 24)
     (put,) = [b for m, _, b in standin.bodies if m == "PUT"]
     assert put == {"end_date": (lease.end + timedelta(hours=24)).strftime("%Y-%m-%d %H:%M")}
     assert new_end == (lease.end + timedelta(hours=24)).replace(second=0, microsecond=0)
@@ -206,7 +207,7 @@ def test_extend_refused_by_the_flavor_plugin_says_what_to_do_instead(standin, cl
     with pytest.raises(FlavorExtendRefused, match=r"does not prolong flavor reservations.*still "
                        r"ends.*`make down`, then `make up` for a new lease and `make train "
                        r"RESUME=1`"):  # fmt: skip
-        leases.extend(lease, 24)
+        extend(leases, lease, 24)
     # Blazar's update_lease leaves the lease in ERROR; its end stays.
     assert standin.leases[lease.id]["status"] == "ERROR"
     assert parse_date(standin.leases[lease.id]["end_date"]) == lease.end
@@ -217,13 +218,13 @@ def test_extend_refused_by_blazar_says_so(standin, cloud_env):
     standin.refuse_update = "Not enough resources available with query {'flavor': 'g1.h100'}"
     with pytest.raises(UserError, match=r"Blazar refused to extend .* by 24 h: Not enough "
                        r"resources.*still ends"):  # fmt: skip
-        leases.extend(lease, 24)
+        extend(leases, lease, 24)
 
 
 def test_extend_past_seven_days_on_kvm_is_refused_before_asking(standin, cloud_env):
     leases, lease = active(standin, hours=160)
     with pytest.raises(UserError, match=r"at most 168 h.*HOURS=8 at most"):
-        leases.extend(lease, 24)
+        extend(leases, lease, 24)
     assert standin.count("PUT", LEASES + "/.*") == 0
 
 
@@ -240,7 +241,7 @@ def test_bare_metal_extends_only_in_the_last_48_hours(standin, cloud_env):
     leases = leases_for(UC)
     lease = leases.describe(raw, LeaseRequest("mystack", UC, "gpu_a100_pcie", 1, 100))
     with pytest.raises(UserError, match=r"only in its last 48 h.*run `make extend` after"):
-        leases.extend(lease, 24)
+        extend(leases, lease, 24)
     assert standin.count("PUT", LEASES + "/.*") == 0
 
 
