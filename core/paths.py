@@ -16,3 +16,9 @@ def state_root() -> Path:
 def reports_root() -> Path:
     """Where bench and tune reports go: `reports/` in the repo, or REPORTS_DIR."""
     return Path(os.environ.get("REPORTS_DIR") or REPO_ROOT / "reports").resolve()
+
+
+def machine_root() -> Path:
+    """What the stack keeps about this machine itself (which stack its local services belong
+    to): /var/lib/chameleon-mlops, or CHAMELEON_MLOPS_MACHINE_DIR."""
+    return Path(os.environ.get("CHAMELEON_MLOPS_MACHINE_DIR") or "/var/lib/chameleon-mlops")

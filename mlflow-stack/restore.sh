@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Restore a backup made by backup.sh: both PostgreSQL databases and the artifacts.
-# Stop the MLflow server first (supervisorctl stop mlflow / systemctl stop mlflow) and start it
-# again afterwards. Missing databases are re-created (needs root on the PostgreSQL host).
+# Restore a backup made by backup.sh: both PostgreSQL databases (each in one transaction, both or
+# neither) and the artifacts. Stop the MLflow server first (supervisorctl stop mlflow / systemctl
+# stop mlflow) and start it again afterwards. Run as root on the PostgreSQL host.
 #
 #   mlflow-stack/restore.sh [--env FILE] BACKUP_DIR
 set -euo pipefail
@@ -22,23 +22,46 @@ set -a
 . "$ENV_FILE"
 set +a
 
-restore_db() {  # restore_db DB USER PASSWORD FILE
-  local db=$1 user=$2 password=$3 file=$4
-  if ! PGPASSWORD=$password psql --no-password --host="$PGHOST" --port="$PGPORT" --username="$user" \
-      --dbname="$db" --command='SELECT 1' >/dev/null 2>&1; then
-    if [[ $(id -u) -ne 0 ]]; then
-      echo "restore.sh: database $db is missing and only root can re-create it" >&2
-      exit 1
-    fi
-    # As the postgres superuser over the local socket (peer auth), not over TCP.
-    runuser -u postgres -- env -u PGHOST -u PGPASSWORD createdb --no-password --port="$PGPORT" \
-      --owner="$user" --encoding=UTF8 --template=template0 "$db"
-  fi
-  PGPASSWORD=$password pg_restore --no-password --host="$PGHOST" --port="$PGPORT" --username="$user" \
-    --dbname="$db" --clean --if-exists --no-owner --role="$user" --exit-on-error "$SRC/$file"
+# Both databases or neither: each dump is restored, in one transaction, into a fresh database
+# beside the live one (<db>_incoming); only when both have restored are they swapped in. A
+# restore that fails half-way drops what it made and leaves the live databases as they were.
+as_postgres() {  # the postgres superuser over the local socket (peer auth), not over TCP
+  runuser -u postgres -- env -u PGHOST -u PGPASSWORD "$@" --no-password --port="$PGPORT"
 }
-restore_db "$MLFLOW_DB" "$MLFLOW_DB_USER" "$MLFLOW_DB_PASSWORD" tracking.dump
-restore_db "$MLFLOW_AUTH_DB" "$MLFLOW_AUTH_DB_USER" "$MLFLOW_AUTH_DB_PASSWORD" auth.dump
+prepare_db() {  # prepare_db DB USER PASSWORD FILE
+  local db=$1 user=$2 password=$3 file=$4
+  as_postgres dropdb --if-exists "${db}_incoming"
+  as_postgres createdb --owner="$user" --encoding=UTF8 --template=template0 "${db}_incoming"
+  PGPASSWORD=$password pg_restore --no-password --host="$PGHOST" --port="$PGPORT" \
+    --username="$user" --dbname="${db}_incoming" --no-owner --role="$user" --single-transaction \
+    --exit-on-error "$SRC/$file"
+}
+swap_db() {  # swap_db DB: DB_incoming becomes DB, the old one is dropped
+  local db=$1
+  as_postgres dropdb --if-exists "${db}_previous"
+  if as_postgres psql --dbname=postgres --tuples-only --no-align \
+      --command="SELECT 1 FROM pg_database WHERE datname = '$db'" | grep -q 1; then
+    as_postgres psql --dbname=postgres --quiet --command="ALTER DATABASE \"$db\" RENAME TO \"${db}_previous\""
+  fi
+  as_postgres psql --dbname=postgres --quiet --command="ALTER DATABASE \"${db}_incoming\" RENAME TO \"$db\""
+  as_postgres dropdb --if-exists "${db}_previous"
+}
+if [[ $(id -u) -ne 0 ]]; then
+  echo "restore.sh: run it as root on the services host (it makes and swaps databases)" >&2
+  exit 2
+fi
+drop_incoming() {
+  as_postgres dropdb --if-exists "${MLFLOW_DB}_incoming" || true
+  as_postgres dropdb --if-exists "${MLFLOW_AUTH_DB}_incoming" || true
+}
+if ! prepare_db "$MLFLOW_DB" "$MLFLOW_DB_USER" "$MLFLOW_DB_PASSWORD" tracking.dump ||
+   ! prepare_db "$MLFLOW_AUTH_DB" "$MLFLOW_AUTH_DB_USER" "$MLFLOW_AUTH_DB_PASSWORD" auth.dump; then
+  drop_incoming
+  echo "restore.sh: a dump did not restore; the live databases are as they were" >&2
+  exit 1
+fi
+swap_db "$MLFLOW_DB"
+swap_db "$MLFLOW_AUTH_DB"
 
 if [[ "$ARTIFACTS" == s3://* ]]; then
   WORK=$(mktemp -d)

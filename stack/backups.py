@@ -45,9 +45,9 @@ def make(stack: Stack) -> Path:
     return folder
 
 
-def restore(stack: Stack, given: str) -> Path:
-    """Put the backup folder BACKUP= names (a path, or a folder name under the stack's
-    backups) into the running stack, once it is verified; returns the folder."""
+def chosen(stack: Stack, given: str) -> Path:
+    """The backup folder BACKUP= names (a path, or a folder name under the stack's backups),
+    verified, for a stack that is up."""
     if not given:
         raise UserError(
             f"BACKUP= names the backup to restore: `make restore BACKUP=<folder>` "
@@ -61,14 +61,26 @@ def restore(stack: Stack, given: str) -> Path:
     if not stack.is_up:
         raise UserError(f"stack {stack.name!r} is not up; `make up` first, then `make restore`")
     verify(folder, given, _buckets(stack))
-    playbook.run(
-        "restore.yml",
-        stack.inventory,
-        stack.log_file("restore"),
-        {"stack_restore_dir": str(folder.resolve())},
-        what=f"restoring {given}",
-    )
     return folder
+
+
+def restore(stack: Stack, folder: Path, safety: Path) -> None:
+    """Put the verified backup `folder` into the running stack. The databases are replaced
+    both or neither (mlflow-stack/restore.sh); a failure says where the data as it was is."""
+    try:
+        playbook.run(
+            "restore.yml",
+            stack.inventory,
+            stack.log_file("restore"),
+            {"stack_restore_dir": str(folder.resolve())},
+            what=f"restoring {stack.display(folder)}",
+        )
+    except UserError as exc:
+        raise UserError(
+            f"{exc}; MLflow's databases are as they were unless the failure came after them, "
+            f"and the safety backup {stack.display(safety)} holds all of the data as it was "
+            f"(`make restore BACKUP={safety.name}`)"
+        ) from None
 
 
 def _buckets(stack: Stack) -> tuple[str, ...]:

@@ -20,7 +20,7 @@ from core.errors import UserError
 from core.flags import flag
 from core.state import DamagedState
 from stack import access, backups, health, inventory, playbook, probe, settings
-from stack.confirm import confirm_purge
+from stack.confirm import confirm_purge, confirm_restore
 from stack.lock import StackLock
 from stack.state import LOCK, Stack
 from stack.targets import NotReady, Target, target_for
@@ -164,11 +164,7 @@ def _report(stack: Stack, target: Target, checks: list[health.Check]) -> None:
 
 # --- status ----------------------------------------------------------------------------------
 def status(stack: Stack) -> None:
-    try:
-        record = core_state.StackRecord.read(stack.folder)
-    except DamagedState as exc:
-        console.print(f"[red]damaged state[/]: {exc}")
-        return
+    record = core_state.StackRecord.read(stack.folder)  # damaged: its one error line
     if record is None and not stack.exists():
         console.print(f"no stack {stack.name!r}: start one with `make up`")
         return
@@ -295,10 +291,16 @@ def backup(stack: Stack) -> None:
 
 
 def restore(stack: Stack) -> None:
+    """Asks first (like a purge), backs the current data up, then restores."""
     target = target_for(stack, console)
     target.preflight("restore")
+    given = os.environ.get("BACKUP", "").strip()
+    folder = backups.chosen(stack, given)  # a missing or damaged backup is refused here
+    confirm_restore(stack, given)
     with changing(stack, "restore"):
-        folder = backups.restore(stack, os.environ.get("BACKUP", "").strip())
+        safety = backups.make(stack)
+        console.print(f"the current data is backed up first: {stack.display(safety)} (verified)")
+        backups.restore(stack, folder, safety)
     console.print(
         f"restored {stack.display(folder)} into stack [bold]{stack.name}[/]: its runs, models, "
         "checkpoints and run records are back; the logins are this stack's own"

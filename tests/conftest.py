@@ -49,6 +49,9 @@ SCRUBBED = (
 def cli_env(state_dir: Path, **settings: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in SCRUBBED and not k.startswith("BENCH_")}
     env["STACK_DIR"] = str(state_dir)
+    # Which stack this machine's local services belong to: the test's own record, beside its
+    # state folder, so tests with stacks of their own do not see each other's.
+    env["CHAMELEON_MLOPS_MACHINE_DIR"] = str(state_dir.parent / "machine")
     env["PYTHONUNBUFFERED"] = "1"
     env.update({k: str(v) for k, v in settings.items()})
     return env

@@ -28,7 +28,8 @@ STANDIN = """#!/bin/sh
 echo "$@" >> "$STANDIN_LOG"
 case "$*" in
   *backup.yml*) dir=$(echo "$*" | sed 's/.*"stack_backup_dir": "\\([^"]*\\)".*/\\1/')
-                dir="$dir/20260101-000000"
+                i=0; while [ -e "$dir/20260101-00000$i" ]; do i=$((i+1)); done
+                dir="$dir/20260101-00000$i"
                 mkdir -p "$dir/files" && echo data > "$dir/files/one" && cd "$dir" &&
                 echo dump > tracking.dump && echo dump > auth.dump &&
                 for a in artifacts run-records; do tar -C files -czf $a.tar.gz one; done &&
@@ -207,11 +208,31 @@ def test_restore_refuses_a_missing_or_damaged_backup_and_changes_nothing(
     assert asked(standin) == asked_before  # restore.yml never ran
 
 
+def test_restore_asks_first_and_backs_the_current_data_up(tmp_path, standin):
+    state_dir = tmp_path / "state"
+    make_stack(state_dir)
+    sealed_backup(tmp_path, standin, state_dir)
+    before = asked(standin)
+    line = refused(run_stack(state_dir, "restore", BACKUP="20260101-000000", **standin))
+    assert "no terminal to ask on: nothing was changed; confirm with CONFIRM=local" in line
+    assert asked(standin) == before  # neither a safety backup nor a restore
+    line = refused(
+        run_stack(state_dir, "restore", BACKUP="20260101-000000", CONFIRM="other", **standin)
+    )
+    assert "CONFIRM='other' is not the stack's name" in line
+    proc = run_stack(state_dir, "restore", BACKUP="20260101-000000", CONFIRM="local", **standin)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    calls = asked(standin)[len(before):].splitlines()
+    assert "backup.yml" in calls[0] and "restore.yml" in calls[1]  # the safety backup first
+    assert "the current data is backed up first" in proc.stdout
+    assert (state_dir / "backups" / "local" / "20260101-000001" / "SHA256SUMS").exists()
+
+
 def test_restore_takes_a_backup_by_its_folder_name(tmp_path, standin):
     state_dir = tmp_path / "state"
     make_stack(state_dir)
     sealed_backup(tmp_path, standin, state_dir)
-    proc = run_stack(state_dir, "restore", BACKUP="20260101-000000", **standin)
+    proc = run_stack(state_dir, "restore", BACKUP="20260101-000000", CONFIRM="local", **standin)
     # The stand-in stack has no services to report on, but restore.yml ran with the folder.
     assert "restore.yml" in asked(standin), proc.stdout + proc.stderr
     assert proc.returncode == 0, proc.stderr
@@ -269,6 +290,30 @@ def test_a_symlinked_state_folder_is_refused(tmp_path, standin, which):
     assert snapshot(real) == before and asked(standin) == ""
 
 
+# --- one machine, one local stack -------------------------------------------------------------
+def test_a_second_local_stack_is_refused_until_the_first_is_purged(tmp_path, standin):
+    state_dir = tmp_path / "state"
+    # The stand-in configures nothing, so `up` stops at the health check: the services are
+    # the first stack's from the moment its `up` reached them.
+    first = run_stack(state_dir, "up", STACK_NAME="first", HEALTH_TIMEOUT="0", **standin)
+    assert "site.yml" in asked(standin), first.stdout + first.stderr
+    line = refused(run_stack(state_dir, "up", STACK_NAME="second", **standin))
+    assert "belong to stack 'first'" in line and "one machine holds one local stack" in line
+    assert not (state_dir / "second").exists() and asked(standin).count("site.yml") == 1
+    # Down keeps the data, so the services are still the first stack's.
+    down = run_stack(state_dir, "down", STACK_NAME="first", **standin)
+    assert down.returncode == 0, down.stderr
+    line = refused(run_stack(state_dir, "up", STACK_NAME="second", **standin))
+    assert "belong to stack 'first'" in line
+    # A purge (whose backup needs the stack up) deletes the data and frees the machine.
+    record = json.loads((state_dir / "first" / "stack.json").read_text())
+    (state_dir / "first" / "stack.json").write_text(json.dumps({**record, "state": "up"}))
+    purge = run_stack(state_dir, "down", STACK_NAME="first", PURGE="1", CONFIRM="first", **standin)
+    assert purge.returncode == 0, purge.stdout + purge.stderr
+    second = run_stack(state_dir, "up", STACK_NAME="second", HEALTH_TIMEOUT="0", **standin)
+    assert "belong to stack" not in second.stderr and asked(standin).count("site.yml") == 2
+
+
 # --- one command at a time -------------------------------------------------------------------
 def test_a_second_command_is_refused_while_one_runs_and_a_dead_ones_lock_is_taken_over(
     tmp_path, standin
@@ -299,3 +344,69 @@ def test_a_second_command_is_refused_while_one_runs_and_a_dead_ones_lock_is_take
     proc = run_stack(state_dir, "backup", **standin)
     assert f"taking over the lock of `make up (local)` (PID {holder['pid']}, no longer running)" \
         in proc.stderr  # fmt: skip
+
+
+# --- damaged state files -----------------------------------------------------------------------
+DAMAGES = {
+    "truncated": lambda text: text[: len(text) // 2],
+    "not JSON": lambda text: "<html>gateway timeout</html>",
+    "wrong types": lambda text: json.dumps({"name": ["local"], "cloud": 3, "state": {}}),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGES))
+def test_a_damaged_record_is_one_line_and_down_still_works(tmp_path, standin, damage):
+    state_dir = tmp_path / "state"
+    folder = make_stack(state_dir)
+    record = folder / "stack.json"
+    record.write_text(DAMAGES[damage](record.read_text()))
+    for command in ("status", "up", "backup"):
+        proc = run_stack(state_dir, command, **standin)
+        out = proc.stdout + proc.stderr
+        assert "Traceback" not in out and f"{record} cannot be read" in out, (command, out)
+        assert f"mv {record} {record}.bad" in out  # how to recover
+    down = run_stack(state_dir, "down", **standin)
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert "down.yml" in asked(standin) and "taking the stack down from what can be read" in (
+        down.stdout + down.stderr
+    )
+    assert (folder / "secrets" / "mlflow_admin_password").read_text() == "x"  # nothing lost
+
+
+def test_a_record_of_an_older_version_is_read(tmp_path, standin):
+    state_dir = tmp_path / "state"
+    folder = make_stack(state_dir)
+    old = {"name": "local", "cloud": "local", "state": "up", "updated": "2026-11-01T10:00:00+0000"}
+    (folder / "stack.json").write_text(json.dumps(old))
+    status = run_stack(state_dir, "status", **standin)
+    assert "Traceback" not in status.stderr and "stack local (CLOUD=local): up" in status.stdout
+
+
+def test_a_damaged_endpoints_file_is_one_line(tmp_path, standin):
+    state_dir = tmp_path / "state"
+    folder = make_stack(state_dir)
+    (folder / "endpoints.json").write_text('{"mlflow_tracking_uri": ')
+    proc = run_stack(state_dir, "status", **standin)
+    out = proc.stdout + proc.stderr
+    assert "Traceback" not in out and "endpoints.json cannot be read" in out, out
+    assert "`make up` writes it again" in out
+
+
+def test_a_sim_purge_after_a_plain_down_is_refused_and_deletes_nothing(tmp_path, standin):
+    state_dir = tmp_path / "state"
+    folder = make_stack(state_dir, state="down")
+    record = json.loads((folder / "stack.json").read_text())
+    (folder / "stack.json").write_text(json.dumps({**record, "cloud": "sim"}))
+    (folder / "hosts" / "head" / "fs" / "var" / "lib" / "postgresql").mkdir(parents=True)
+    # The sim's own record as a plain `make down` leaves it: every host stopped.
+    hosts = [{"name": n, "address": f"10.99.0.{i}", "netns": f"stack-local-{n}", "init": None}
+             for i, n in ((1, "head"), (2, "worker-1"))]  # fmt: skip
+    (folder / "sim.json").write_text(json.dumps({
+        "stack_name": "local", "subnet": "10.99.0.0/24", "bridge_netns": "stack-local-net",
+        "controller_link": "local-sim", "controller_address": "10.99.0.254", "hosts": hosts,
+    }))  # fmt: skip
+    before = snapshot(state_dir)
+    line = refused(run_stack(state_dir, "down", PURGE="1", CONFIRM="local", **standin))
+    assert "PURGE=1 backs up MLflow's data before deleting it" in line
+    assert "run `make up`, then `make down PURGE=1`" in line
+    assert before.items() <= snapshot(state_dir).items() and asked(standin) == ""

@@ -1,13 +1,20 @@
 """`CLOUD=local`: this machine is the one host. `make up` needs root (it installs packages and
 services) and the stack's ports free; `make down` runs `ansible/down.yml` and waits for the
-ports to be let go."""
+ports to be let go.
+
+One machine has one set of local services (one PostgreSQL cluster, one SeaweedFS, fixed ports),
+so it holds one local stack: the machine records which (`core.paths.machine_root()`), from its
+first `make up` until `make down PURGE=1` deletes its data; a second local stack is refused."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+from pathlib import Path
 
 from core.errors import UserError
+from core.paths import machine_root
 from stack import inventory, playbook, ports
 from stack.inventory import Hosts
 from stack.targets import Target
@@ -27,6 +34,7 @@ class LocalTarget(Target):
             _need_root()
         if command != "up":
             return
+        self._one_stack_here()
         # Ports are ours after any earlier `up` of this stack (even a failed one) until `down`.
         if self.stack.record.state in ("up", "starting"):
             return
@@ -42,7 +50,44 @@ class LocalTarget(Target):
                 f"{', '.join(map(str, ports.local_ports()))} must be free"]  # fmt: skip
 
     def make_hosts(self) -> Hosts:
+        self._claim()
         return inventory.local_hosts()
+
+    # --- one local stack per machine ------------------------------------------------------
+    @property
+    def _owner_file(self):
+        return machine_root() / "local-stack.json"
+
+    def _owner(self) -> dict:
+        try:
+            return json.loads(self._owner_file.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def _one_stack_here(self) -> None:
+        owner, me = self._owner(), str(self.stack.folder)
+        if not owner or owner.get("folder") == me:
+            return
+        if not (Path(owner["folder"]) / "stack.json").is_file():
+            self.console.print(
+                f"this machine's local services belonged to stack {owner.get('name')!r}, whose "
+                f"state folder {owner['folder']} is gone; stack {self.stack.name!r} takes them over"
+            )
+            return
+        raise UserError(
+            f"this machine's local services (PostgreSQL, SeaweedFS, MLflow, Ray on fixed ports) "
+            f"belong to stack {owner.get('name')!r} (state folder {owner['folder']}): one machine "
+            f"holds one local stack. Use that one (STACK_NAME={owner.get('name')}, "
+            f"STACK_DIR={Path(owner['folder']).parent}), or delete it first with "
+            f"`make down PURGE=1` there"
+        )
+
+    def _claim(self) -> None:
+        folder = machine_root()
+        folder.mkdir(mode=0o755, parents=True, exist_ok=True)
+        tmp = self._owner_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"name": self.stack.name, "folder": str(self.stack.folder)}))
+        tmp.replace(self._owner_file)
 
     def tear_down(self, purge: bool) -> None:
         if not self.stack.inventory.is_file():
@@ -54,6 +99,8 @@ class LocalTarget(Target):
             {"stack_purge": purge},
             what=f"make down ({self.stack.name})",
         )
+        if purge and self._owner().get("folder") == str(self.stack.folder):
+            self._owner_file.unlink(missing_ok=True)  # its data is gone: the machine is free
         if busy := ports.wait_free():
             held = ", ".join(f"{port} ({name})" for port, name in busy.items())
             raise UserError(

@@ -12,6 +12,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from core.state import DamagedState
 from stack.state import Stack
 
 HEAD = "head"
@@ -135,12 +136,18 @@ def load(stack: Stack) -> Cluster | None:
     path = record_file(stack)
     if not path.is_file():
         return None
-    data = json.loads(path.read_text())
-    hosts = [
-        Host(h["name"], h["address"], h["netns"], Process(**h["init"]) if h["init"] else None)
-        for h in data.pop("hosts")
-    ]
-    return Cluster(hosts=hosts, **data)
+    try:
+        data = json.loads(path.read_text())
+        hosts = [
+            Host(h["name"], h["address"], h["netns"], Process(**h["init"]) if h["init"] else None)
+            for h in data.pop("hosts")
+        ]
+        return Cluster(hosts=hosts, **data)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise DamagedState(
+            f"{path} cannot be read (truncated?); `make down` removes the sim hosts by their "
+            f"names without it, then `make up` makes new ones"
+        ) from None
 
 
 def save(stack: Stack, cluster: Cluster) -> None:

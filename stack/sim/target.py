@@ -11,11 +11,12 @@ import shutil
 from rich.table import Table
 
 from core.errors import UserError
+from core.state import DamagedState
 from stack.inventory import Host, Hosts
 from stack.playbook import run as run_playbook
 from stack.sim import cluster as sim_cluster
 from stack.sim import hosts, network, sshd
-from stack.sim.cluster import MAX_WORKERS, Cluster
+from stack.sim.cluster import MAX_WORKERS, Cluster, hosts_folder
 from stack.sim.teardown import tear_down, tear_down_unrecorded
 from stack.targets import Target
 
@@ -44,6 +45,14 @@ class SimTarget(Target):
     def cluster(self) -> Cluster | None:
         return sim_cluster.load(self.stack)
 
+    def _readable_cluster(self) -> Cluster | None:
+        """The sim record, or None when it is missing or damaged (said once)."""
+        try:
+            return self.cluster
+        except DamagedState as exc:
+            self.console.print(str(exc))
+            return None
+
     # --- up ------------------------------------------------------------------------------
     def preflight(self, command: str) -> None:
         if command == "up":
@@ -55,7 +64,7 @@ class SimTarget(Target):
                     f"CLOUD=sim needs {', '.join(missing) or 'python3'} on this machine: "
                     f"apt-get install {' '.join(missing or ['python3'])}"
                 )
-        elif command in ("down", "restore") and self.cluster is not None:
+        elif command in ("down", "restore"):
             _need_root()
 
     def plan(self) -> list[str]:
@@ -157,11 +166,14 @@ class SimTarget(Target):
 
     # --- status --------------------------------------------------------------------------
     def running(self) -> bool:
-        cluster = self.cluster
+        try:
+            cluster = self.cluster
+        except DamagedState:
+            return False
         return cluster is not None and _running(cluster)
 
     def status_section(self, nodes: list[dict] | None) -> None:
-        cluster = self.cluster
+        cluster = self._readable_cluster()
         if cluster is None:
             self.console.print("no sim hosts: `make up CLOUD=sim` makes them")
             return
@@ -217,9 +229,14 @@ class SimTarget(Target):
                 f"routes and mount points, {what}"]  # fmt: skip
 
     def tear_down(self, purge: bool) -> None:
-        cluster = self.cluster
+        cluster = self._readable_cluster()
         if cluster is None:
-            self.console.print(f"no sim hosts of {self.stack.name!r} here")
+            if os.geteuid() == 0 and tear_down_unrecorded(self.stack):
+                self.console.print("removed the sim hosts found by their names")
+            else:
+                self.console.print(f"no sim hosts of {self.stack.name!r} here")
+            if purge:
+                shutil.rmtree(hosts_folder(self.stack), ignore_errors=True)
             return
         tear_down(self.stack, cluster, purge=purge)
         if not purge:

@@ -130,3 +130,33 @@ def test_run_survives_backup_drop_restore(stack, tmp_path):
     assert got["info"]["run_name"] == "kept"
     assert {m["key"]: m["value"] for m in got["data"]["metrics"]} == {"accuracy": 0.93}
     assert mlflow.call("GET", artifact, raw=True) == b"weights v1"
+
+
+def test_a_restore_that_fails_half_way_leaves_the_databases_as_they_were(stack, tmp_path):
+    """Both databases or neither: a backup whose second dump cannot be restored changes
+    nothing, though its first restores fine."""
+    mlflow = MLflow(stack["endpoints"], stack["state"])
+    mlflow.wait_healthy()
+    out = sh("bash", str(BACKUP), str(tmp_path))
+    backup_dir = Path(out.stdout.strip().splitlines()[-1])
+    # Made after the backup: a restore of it would make this experiment disappear.
+    name = f"after-the-backup-{int(time.time())}"
+    exp_id = mlflow.call("POST", "/api/2.0/mlflow/experiments/create", {"name": name})[
+        "experiment_id"
+    ]
+    dump = backup_dir / "auth.dump"
+    dump.write_bytes(dump.read_bytes()[: len(dump.read_bytes()) // 2])  # cut off half-way
+    supervisorctl("stop", "mlflow")
+    try:
+        proc = subprocess.run(["bash", str(RESTORE), str(backup_dir)], capture_output=True,
+                              text=True, stdin=subprocess.DEVNULL, timeout=300)  # fmt: skip
+    finally:
+        supervisorctl("start", "mlflow")
+    assert proc.returncode != 0 and "the live databases are as they were" in proc.stderr, tail(proc)
+    mlflow.wait_healthy()
+    got = mlflow.call("GET", f"/api/2.0/mlflow/experiments/get?experiment_id={exp_id}")
+    assert got["experiment"]["name"] == name  # the tracking database was not replaced
+    port = stack["endpoints"]["postgresql_address"].rsplit(":", 1)[1]
+    listed = sh("runuser", "-u", "postgres", "--", "psql", "-p", port, "-Atc",
+                "SELECT datname FROM pg_database").stdout.split()  # fmt: skip
+    assert not [db for db in listed if db.endswith(("_incoming", "_previous"))], listed

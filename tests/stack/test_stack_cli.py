@@ -447,7 +447,7 @@ def test_restore_brings_the_purged_stack_back_and_resume_continues(stack_dir, tr
     assert proc.returncode == 0, tail(proc)
     assert mlflow(stack_dir, "experiments/get-by-name?experiment_name=classify")[0] == 404
     (backup,) = (stack_dir / "backups" / "local").iterdir()
-    proc = make(stack_dir, "restore", f"BACKUP={backup}")
+    proc = make(stack_dir, "restore", f"BACKUP={backup}", "CONFIRM=local")
     assert proc.returncode == 0, tail(proc)
     assert "are back; the logins are this stack's own" in proc.stdout, tail(proc)
     assert "failing" not in proc.stdout, proc.stdout

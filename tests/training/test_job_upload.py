@@ -84,13 +84,16 @@ def test_sends_tracked_and_unignored_files_and_the_named_data(repo, cluster, mon
 @pytest.mark.parametrize(
     "name",
     ["clouds.yaml", "conf/CHI-123-openrc.sh", "ssh/id_rsa", "tls/server.pem", ".env", "a.key",
-     "old-state/local/secrets/token"],
+     "old-state/local/secrets/token", "ssh/id_ed25519", "ssh/id_ed25519.pub", ".netrc",
+     ".env.production", "old-state/backups/local/20260101-000000/auth.dump"],
 )  # fmt: skip
 def test_credentials_are_refused_and_nothing_is_sent(repo, cluster, name):
     path = repo / name
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("secret\n")
     if name.startswith("old-state"):
+        (repo / "old-state" / ".chameleon-mlops-state").write_text("")
+        (repo / "old-state" / "local").mkdir(exist_ok=True)
         (repo / "old-state" / "local" / "stack.json").write_text("{}")
     with pytest.raises(UserError) as refused:
         jobs.submit("train", {"task": "classify"}, stack_target(repo.parent))
