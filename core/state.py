@@ -201,6 +201,10 @@ class Endpoints:
     # `private`.
     reached_through: str = ""
     private: dict = field(default_factory=dict)
+    # How a command opens its own tunnel (core/tunnel.py): the ssh arguments to the gateway
+    # and each tunnelled field's private "host:port". Empty where the services are reached
+    # directly (`local`).
+    tunnel: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)  # keys this version does not know yet
 
     @classmethod
@@ -222,8 +226,6 @@ class Endpoints:
         return self.service_logs.get(service, "")
 
     def unreachable_hint(self) -> str:
-        if self.reached_through:
-            return f"open the tunnels with `{self.reached_through}` in another terminal"
         return "`make status` shows the services"
 
 

@@ -10,13 +10,13 @@ import contextlib
 import json
 import os
 import shlex
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from core import tunnel as core_tunnel
 from core.errors import UserError
 from core.services import role_defaults
 
@@ -30,7 +30,6 @@ TUNNELLED = (
 )
 TUNNEL_COMMAND = "make tunnel"
 CONNECT_TIMEOUT_S = 10
-TUNNEL_STARTUP_S = 30  # for ssh to log in through the gateway and listen on every port
 
 
 def tunnelled_ports() -> dict[str, int]:
@@ -178,64 +177,30 @@ def local_urls() -> dict[str, str]:
     return {name: f"http://127.0.0.1:{port}" for name, port in tunnelled_ports().items()}
 
 
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
-def _answers(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(1)
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
 @contextlib.contextmanager
 def tunnel(access: Access, services_address: str, why: str) -> Iterator[dict[str, int]]:
-    """SSH forwards from free local ports to the tunnelled services, for as long as the
-    block runs; yields {endpoints field: local port}. The ssh process is this function's own
-    and is ended on the way out, Ctrl-C included. `why` names the command, for its errors."""
-    fields = [field for _, _, _, field in TUNNELLED]
-    local = dict(zip(fields, free_ports(len(fields)), strict=True))
-    cmd = tunnel_command(access, services_address, list(local.values()))
-    proc = subprocess.Popen(
-        cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-    )
-    try:
-        deadline = time.monotonic() + TUNNEL_STARTUP_S
-        while not all(_answers(port) for port in local.values()):
-            if proc.poll() is not None:
-                last = (proc.stderr.read().strip().splitlines() or ["no output"])[-1]
-                raise UserError(
-                    f"the SSH tunnel for {why} ended (exit {proc.returncode}: {last}); the "
-                    "gateway may be unreachable: `make status` shows the stack"
-                )
-            if time.monotonic() > deadline:
-                raise UserError(
-                    f"the SSH tunnel for {why} did not open within {TUNNEL_STARTUP_S} s; "
-                    "`make status` shows the stack"
-                )
-            time.sleep(0.5)
+    """Forwards from free local ports to the tunnelled services, for as long as the block
+    runs; yields {endpoints field: local port}."""
+    with core_tunnel.forwarding(
+        access.ssh_args(access.gateway), forwards(services_address), why
+    ) as local:
         yield local
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
-def point_clients_at_tunnels(services_file: Path, endpoints_file: Path) -> None:
+def forwards(services_address: str) -> dict[str, str]:
+    """{endpoints field: the service's private host:port}, for each tunnelled service."""
+    ports = tunnelled_ports()
+    return {field: f"{services_address}:{ports[name]}" for name, _, _, field in TUNNELLED}
+
+
+def point_clients_at_tunnels(
+    services_file: Path, endpoints_file: Path, way_in: Access, services_address: str
+) -> None:
     """The endpoints file of this machine's clients (`make train`, reports), who reach the
-    services through `make tunnel`, from the services' own that site.yml wrote; the private
-    URLs stay under `private`. An external S3 endpoint (S3_ENDPOINT=) is reached directly and
-    left as it is."""
+    services through SSH tunnels (`make tunnel`'s ports, or forwards a command opens itself:
+    `tunnel` says how), from the services' own that site.yml wrote; the private URLs stay
+    under `private`. An external S3 endpoint (S3_ENDPOINT=) is reached directly and left as it
+    is."""
     endpoints = json.loads(services_file.read_text())
     private = {}
     local = local_urls()
@@ -245,7 +210,12 @@ def point_clients_at_tunnels(services_file: Path, endpoints_file: Path) -> None:
             continue
         private[field] = url
         endpoints[field] = local[name]
-    endpoints.update(private=private, reached_through=TUNNEL_COMMAND)
+    tunnelled = {f: a for f, a in forwards(services_address).items() if f in private}
+    endpoints.update(
+        private=private,
+        reached_through=TUNNEL_COMMAND,
+        tunnel={"ssh": way_in.ssh_args(way_in.gateway), "forwards": tunnelled},
+    )
     partial = endpoints_file.with_suffix(".partial")
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as out:

@@ -75,7 +75,10 @@ def up(stack: Stack) -> None:
         )
         stack.step_done("configure")
         if target.remote:
-            access.point_clients_at_tunnels(stack.services_endpoints_file, stack.endpoints_file)
+            way_in, services_address = access.from_inventory(stack.folder, stack.inventory)
+            access.point_clients_at_tunnels(
+                stack.services_endpoints_file, stack.endpoints_file, way_in, services_address
+            )
         checks, _ = _checks(stack, target, target.health_timeout())
         failing = [c for c in checks if not c.healthy]
         if not failing:
