@@ -119,8 +119,8 @@ def _versions() -> dict[str, str]:
     from core.services import role_defaults
 
     keys = {"postgresql": "postgresql_version", "seaweedfs": "seaweedfs_version",
-            "mlflow": "mlflow_version", "ray": "ray_version"}  # fmt: skip
-    return {role: str(role_defaults(role).get(key, "")) for role, key in keys.items()}
+            "ray": "ray_version"}  # fmt: skip
+    return {role: str(role_defaults(role)[key]) for role, key in keys.items()}
 
 
 def _checks(
