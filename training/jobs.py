@@ -61,7 +61,8 @@ def client(endpoints: Endpoints):
     for name in [n for n in logging.root.manager.loggerDict if n.startswith("ray")]:
         logging.getLogger(name).setLevel(logging.ERROR)
     token_file = endpoints.ray_auth_token_file
-    # Set the mode explicitly (ENVIRONMENT.md: a stray ~/.ray/auth_token flips it silently).
+    # Set the mode explicitly: Ray would otherwise pick it from whatever token file it finds
+    # (a stray ~/.ray/auth_token switches token auth on, or the wrong token is sent).
     os.environ["RAY_AUTH_MODE"] = "token"
     os.environ["RAY_AUTH_TOKEN_PATH"] = token_file
     token = Path(token_file).read_text().strip()
@@ -294,9 +295,14 @@ def fetch_report(command: str, job_id: str, endpoints: Endpoints) -> Path:
     uri = endpoints.mlflow_tracking_uri
     tracking = Tracker(uri).client
     experiments = [e.experiment_id for e in tracking.search_experiments()]
-    (run,) = tracking.search_runs(experiments, f"tags.ray_job_id = '{job_id}'")
+    # The job's parent run: its cells and trials carry the job's tag too.
+    (run,) = [
+        found
+        for found in tracking.search_runs(experiments, f"tags.ray_job_id = '{job_id}'")
+        if "mlflow.parentRunId" not in found.data.tags
+    ]
     artifact, shown = REPORTS[command]
-    folder = reports_root() / command / run.info.run_name.removeprefix("bench-")
+    folder = reports_root() / command / run.info.run_name.removeprefix(f"{command}-")
     with tempfile.TemporaryDirectory() as tmp:
         download_artifacts(
             run_id=run.info.run_id, artifact_path=artifact, dst_path=tmp, tracking_uri=uri

@@ -18,6 +18,7 @@ from training.progress import TrainingProgress, console, final_table
 from training.spec import WorkerSpec
 from training.targets import Target
 from training.tasks import TASKS, Task
+from training.trainer import torch_trainer
 
 
 @dataclass
@@ -104,16 +105,15 @@ def _start_run(tracker: tracking.Tracker, p: RunPlan, experiment_id: str) -> str
     return tracker.start_run(
         experiment_id,
         p.run_name,
-        tags={
-            "task": p.task.name,
-            "profile": p.cfg.profile,
-            "strategy": p.cfg.strategy,
-            "workers": str(p.cfg.workers),
-            **({"hardware": p.target.hardware} if p.target.hardware else {}),
-            **tracking.provenance_tags(),
-            "model_source": p.source.describe(),
-            "data_source": p.splits.source,
-        },
+        tags=tracking.run_tags(
+            p.task.name,
+            p.cfg.profile,
+            strategy=p.cfg.strategy,
+            workers=p.cfg.workers,
+            hardware=p.target.hardware,
+            model_source=p.source.describe(),
+            data_source=p.splits.source,
+        ),
         params=p.cfg.to_dict(),
         datasets=[
             tracking.dataset(
@@ -173,9 +173,6 @@ def run(p: RunPlan) -> dict:
     use_gpu = gpus > 0
 
     import ray
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-    from ray.train.v2.api.config import LoggingConfig
 
     url = target.run_url(experiment_id, run_id)
     console.print(
@@ -185,7 +182,6 @@ def run(p: RunPlan) -> dict:
     )
     console.print(f"MLflow run {run_id}: {url}")
 
-    storage_path, storage_filesystem = storage.ray_storage(target.runs_root)
     queue = cluster.progress_queue()
     spec = WorkerSpec.build(
         cfg,
@@ -197,23 +193,15 @@ def run(p: RunPlan) -> dict:
         progress=queue,
         lease_end=target.lease_end,
     )
-    trainer = TorchTrainer(
+    trainer = torch_trainer(
         train_loop_per_worker,
-        train_loop_config={"spec": spec},
-        scaling_config=ScalingConfig(
-            num_workers=cfg.workers,
-            use_gpu=use_gpu,
-            resources_per_worker=cluster.per_worker(cfg.workers, use_gpu),
-            placement_strategy=cluster.placement(use_gpu),
-        ),
-        run_config=RunConfig(
-            name=p.run_name,
-            storage_path=storage_path,
-            storage_filesystem=storage_filesystem,
-            checkpoint_config=CheckpointConfig(num_to_keep=cfg.save_total_limit),
-            failure_config=FailureConfig(max_failures=cfg.max_failures),
-            logging_config=LoggingConfig(log_level="WARNING"),
-        ),
+        spec,
+        name=p.run_name,
+        workers=cfg.workers,
+        use_gpu=use_gpu,
+        storage_root=target.runs_root,
+        max_failures=cfg.max_failures,
+        keep=cfg.save_total_limit,
     )
     tracker.running(run_id)
 
