@@ -22,8 +22,8 @@ def start(workers: int, tracking_uri: str) -> int:
         ray.init(address="auto", log_to_driver=False, logging_level="ERROR")
         interrupts.install()  # ray.init made SIGTERM a bare sys.exit
         return _check_gpus(workers, "the stack")
-    # Token auth would be switched on silently by a stray ~/.ray/auth_token (ENVIRONMENT.md),
-    # so the embedded cluster sets its mode explicitly.
+    # Ray switches token auth on by itself when it finds a token file (~/.ray/auth_token, left
+    # by an earlier stack's client, say): the embedded cluster sets its mode explicitly.
     os.environ["RAY_AUTH_MODE"] = "disabled"
     # One machine is never drained: no preemption watcher (an actor process less to start).
     environment = {**worker_environment(), "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
