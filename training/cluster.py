@@ -11,11 +11,14 @@ from training.targets import in_job
 
 
 def start(workers: int, tracking_uri: str) -> int:
-    """Start the in-process Ray cluster, or join the stack's inside a job; returns its GPUs."""
+    """Start the in-process Ray cluster, or join the stack's inside a job; returns its GPUs.
+    A cluster already up (a study's, for its next cell) is used as it is."""
     import ray
 
     from training.environment import worker_environment
 
+    if ray.is_initialized():
+        return _check_gpus(workers, "the stack" if in_job() else "this machine")
     if in_job():
         # The job's runtime environment (code, settings) and the nodes' own environment
         # (tracking, storage) already reach every worker.

@@ -22,9 +22,11 @@ def torch_trainer(
     storage_root: str,
     max_failures: int = 0,
     keep: int | None = None,
+    extra: dict | None = None,
 ):
-    """A TorchTrainer that runs `loop({"spec": spec})` on `workers` workers, its files under
-    `storage_root/name`; `keep` checkpoints are kept (None: all, for runs that make none)."""
+    """A TorchTrainer that runs `loop({"spec": spec, **extra})` on `workers` workers, its files
+    under `storage_root/name`; `keep` checkpoints are kept (None: all, for runs that make
+    none)."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
     from ray.train.v2.api.config import LoggingConfig
@@ -32,7 +34,7 @@ def torch_trainer(
     storage_path, storage_filesystem = storage.ray_storage(storage_root)
     return TorchTrainer(
         loop,
-        train_loop_config={"spec": spec},
+        train_loop_config={"spec": spec, **(extra or {})},
         scaling_config=ScalingConfig(
             num_workers=workers,
             use_gpu=use_gpu,

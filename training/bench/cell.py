@@ -80,9 +80,11 @@ def measure(
     accumulation = cfg.gradient_accumulation_steps
     times = []
     model.train()
+    first_step = time.perf_counter()
     for index in range(warmup + steps):
         if index == warmup:
             train_step.reset()  # the window of statistics covers the timed steps only
+            warmup_s = time.perf_counter() - first_step
         _sync(device)
         began = time.perf_counter()
         train_step([next(feed) for _ in range(accumulation)])
@@ -115,6 +117,7 @@ def measure(
         "precision": w.precision,
         "seq_len": input_length(cfg, w.task),
         "setup_s": setup_s,  # the worker's set-up: model, tokenizer, encoded data
+        "warmup_s": warmup_s,  # the untimed steps: the first ones pay for lazy set-up
         "step_time_mean_s": wall / steps,
         "eval_s": eval_s,  # one evaluation of the validation set
         **(after(w, train_step) if after else {}),
