@@ -1,10 +1,11 @@
-"""Command line: `python -m training train|tune [key=value ...]` (what `make train`/`tune` run).
+"""Command line: `python -m training train|tune|bench|study [key=value ...]` (what `make train`
+and the others run).
 
 Settings come, lowest precedence first, from the task/profile defaults, a CONFIG=<yaml> file,
 upper-case environment variables (make variables: TASK=, PROFILE=, LEARNING_RATE=, ...) and
-`key=value` arguments. With a stack up (`make up`), train/tune/bench run as a job on its Ray
-cluster (`logs JOB` follows one, `cancel JOB` stops it). A user error prints one line and
-exits 2."""
+`key=value` arguments. With a stack up (`make up`), train/tune/bench/study run as a job on its
+Ray cluster (`logs JOB` follows one, `cancel JOB` stops it). A user error prints one line and
+exits 2; Ctrl-C exits 130."""
 
 from __future__ import annotations
 
@@ -103,6 +104,22 @@ def cmd_bench(assignments: list[str]) -> int:
         bench.show(plan)
         return 0
     bench.run(plan)
+    return 0
+
+
+def cmd_study(assignments: list[str]) -> int:
+    from training import settings, study
+
+    cfg, explicit, target = _resolve(assignments)
+    dry = settings.dry_run()
+    if target.stack:
+        settings.StudySettings.read(one_task=str(explicit.get("task") or ""))  # checked here
+        return _submit("study", cfg, explicit, target, dry)
+    plan = study.plan(_user_layers(assignments), target)
+    if dry:
+        study.show(plan, *study.fit(plan), dry=True)
+        return 0
+    study.run(plan)
     return 0
 
 
@@ -214,6 +231,12 @@ COMMANDS = [
     Command("ui", "MLflow UI over the embedded store", _plain(cmd_ui)),
     Command(
         "bench", "DDP vs FSDP x workers x batch size, with a report", _settings(cmd_bench), True
+    ),
+    Command(
+        "study",
+        "the design's experiment: TASKS x strategies x workers x batch, planned against the lease",
+        _settings(cmd_study),
+        True,
     ),
     Command("logs", "follow a job on the stack", _job("logs"), job=True),
     Command("cancel", "stop a job", _job("cancel"), job=True),

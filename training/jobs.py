@@ -1,4 +1,5 @@
-"""Commands on a stack: `make train` (tune, bench) runs as a Ray job on the stack's cluster.
+"""Commands on a stack: `make train` (tune, bench, study) runs as a Ray job on the stack's
+cluster.
 
 The job carries the working tree as git sees it (tracked files plus untracked ones git does not
 ignore, and the DATA=/MODEL=/SPACE= files named), staged into a temporary folder that becomes
@@ -51,7 +52,11 @@ PATH_SETTINGS = ("data", "model")
 FINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 # What bench and tune leave on the cluster, which the client copies back: the MLflow artifact
 # folder of their parent run, and the file to point the user at.
-REPORTS = {"bench": ("report", "report.md"), "tune": ("search", "best.yaml")}
+REPORTS = {
+    "bench": ("report", "report.md"),
+    "study": ("report", "report.md"),
+    "tune": ("search", "best.yaml"),
+}
 
 
 def client(endpoints: Endpoints):
@@ -173,7 +178,8 @@ def _job(
     if space_file:
         env["SPACE"] = carried(space_file, "SPACE")
         carried_paths.append(env["SPACE"])
-    job_id = f"{command}-{settings.get('task', 'classify')}-{time.strftime('%Y%m%d-%H%M%S')}"
+    what = "" if command == "study" else f"-{settings.get('task', 'classify')}"  # TASKS= says
+    job_id = f"{command}{what}-{time.strftime('%Y%m%d-%H%M%S')}"
     env.update(worker_environment())
     env.update(TRAINING_GIT_COMMIT=git_commit(), TRAINING_JOB_ID=job_id)
     env.update(target.job_environment())
