@@ -21,6 +21,10 @@ from training.targets import Target
 from training.tasks import TASKS, Task
 from training.trainer import torch_trainer
 
+# How a checkpoint refused by training/checkpoints.py reaches the driver (the driver does not
+# import the loop's modules).
+UNSAFE_CHECKPOINT = "UnsafeCheckpoint: "
+
 
 class TrainingFailed(UserError):
     """The training itself failed (its checkpoints are kept): a study records the cell as
@@ -260,6 +264,9 @@ def run(p: RunPlan, started: float = PROCESS_START, keep_cluster: bool = False) 
                 f"{what}; when MLflow answers again, continue with {p.continue_with()}"
             ) from None
         tracker.finish(run_id, "FAILED")
+        if UNSAFE_CHECKPOINT in cause:  # its line says what to do
+            refusal = cause[cause.find(UNSAFE_CHECKPOINT) + len(UNSAFE_CHECKPOINT) :]
+            raise TrainingFailed(f"resuming refused: {refusal}") from None
         again = f"`{p.resume_hint}`" if p.resume_hint else f"RUN_NAME={p.run_name}"
         raise TrainingFailed(
             f"training failed: {root_cause(exc)}; checkpoints are kept, fix the "
