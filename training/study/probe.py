@@ -6,11 +6,19 @@ folder (or the stack's checkpoint storage) and are removed afterwards."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import time
+from pathlib import Path
 
+from training import models, storage
+from training.progress import console
+from training.spec import WorkerSpec
+from training.study import estimate
 from training.study.cells import Cell
+from training.study.plan import StudyPlan
+from training.tasks import TASKS
 
 WARMUP_STEPS = 2  # untimed: the first steps pay for allocations and lazy set-up
 TIMED_STEPS = 5
@@ -103,3 +111,51 @@ def probe(base, cells: list[Cell], use_gpu: bool, storage_root: str) -> dict[Cel
     )
     extra = {"overhead_s": max(overhead, 0.0), "cold_s": cold_s}
     return {cell: {**r, **extra} for cell, r in zip(cells, warm, strict=True)}
+
+
+def measure_unknown(p: StudyPlan, gpus: int) -> None:
+    """Measure every cell that has no estimate yet, one Ray Train run per task and worker
+    count; the probe's files are removed afterwards."""
+    import ray
+
+    todo = [c for c in p.cells if not c.done and c.estimate.seconds is None]
+    groups: dict[tuple[str, int], list] = {}
+    for c in todo:
+        groups.setdefault((c.cell.task, c.cell.workers), []).append(c)
+    if not groups:
+        return
+    where = (
+        f"{p.target.runs_root.rstrip('/')}/probes/{p.study_id}"
+        if p.target.in_job
+        else str(p.target.state_dir / "probes" / p.study_id)
+    )
+    console.print(
+        f"probing {len(todo)} cell(s) not measured yet, in {len(groups)} Ray Train run(s)"
+    )
+    try:
+        for (task, workers), planned in groups.items():
+            splits = p.splits[task]
+            cfg = planned[0].cfg
+            base = WorkerSpec.build(
+                cfg,
+                splits.label_names,
+                models.resolve(TASKS[task], cfg),
+                ray.put({"train": splits.train, "validation": splits.validation}),
+                tracking_uri=p.target.tracking_uri,
+            )
+            measured = probe(base, [c.cell for c in planned], gpus > 0, where)
+            for c in planned:
+                c.estimate = estimate.from_probe(measured[c.cell], c.work)
+            console.print(
+                f"  {task} x{workers}: "
+                + ", ".join(
+                    f"{c.cell.strategy} b{c.cell.batch} {c.estimate.text()}" for c in planned
+                ),
+                soft_wrap=True,
+            )
+    finally:
+        storage.remove(where)  # nothing of the probe stays (the folders it made included)
+        if not p.target.in_job:
+            for folder in (Path(where).parent, p.target.state_dir):
+                with contextlib.suppress(OSError):
+                    folder.rmdir()  # only when empty

@@ -8,7 +8,6 @@ and leaves no record or MLflow run (the probe tracks nothing)."""
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
@@ -16,58 +15,10 @@ from core.errors import UserError
 from core.paths import reports_root
 from training import cluster, lifecycle, runner, tracking
 from training.progress import console
-from training.spec import WorkerSpec
-from training.study import estimate, probe, record, report, results
+from training.study import probe, record, report, results
 from training.study.plan import EXPERIMENT, StudyPlan, check_capacity, fit, show
 
 RESUME_HINT = "make study RESUME=1"
-
-
-def _probe(p: StudyPlan, gpus: int) -> None:
-    """Measure every cell that has no estimate yet, one Ray Train run per task and worker
-    count; the probe's files are removed afterwards."""
-    import ray
-
-    todo = [c for c in p.cells if not c.done and c.estimate.seconds is None]
-    groups: dict[tuple[str, int], list] = {}
-    for c in todo:
-        groups.setdefault((c.cell.task, c.cell.workers), []).append(c)
-    if not groups:
-        return
-    where = (
-        f"{p.target.runs_root.rstrip('/')}/probes/{p.study_id}"
-        if p.target.in_job
-        else str(p.target.state_dir / "probes" / p.study_id)
-    )
-    console.print(
-        f"probing {len(todo)} cell(s) not measured yet, in {len(groups)} Ray Train run(s)"
-    )
-    try:
-        for (task, workers), planned in groups.items():
-            splits = p.splits[task]
-            cfg = planned[0].cfg
-            from training import models
-
-            base = WorkerSpec.build(
-                cfg,
-                splits.label_names,
-                models.resolve(runner.TASKS[task], cfg),
-                ray.put({"train": splits.train, "validation": splits.validation}),
-                tracking_uri=p.target.tracking_uri,
-            )
-            measured = probe.probe(base, [c.cell for c in planned], gpus > 0, where)
-            for c in planned:
-                c.estimate = estimate.from_probe(measured[c.cell], c.work)
-            console.print(
-                f"  {task} x{workers}: "
-                + ", ".join(
-                    f"{c.cell.strategy} b{c.cell.batch} {c.estimate.text()}" for c in planned
-                ),
-                soft_wrap=True,
-            )
-    finally:
-        if not p.target.in_job:
-            shutil.rmtree(where, ignore_errors=True)
 
 
 def _start_parent(tracker, p: StudyPlan, experiment_id: str) -> str:
@@ -96,6 +47,15 @@ def _new_record(p: StudyPlan, parent: str) -> dict:
 
 def report_folder(p: StudyPlan) -> Path:
     return reports_root() / "study" / p.study_id.removeprefix("study-")
+
+
+def _forget_unstarted(tracker, experiment_id: str, parent: str, planned, p: StudyPlan) -> None:
+    """A study stopped while a cell's MLflow run was being made, before the cell's record:
+    that run never trained, and the cell starts again in a new one."""
+    if lifecycle.load(p.target, lifecycle.RUN, planned.cell.run_name(p.study_id)) is not None:
+        return  # the cell continues its own run
+    for child in tracker.children(experiment_id, parent, study_cell=planned.cell.key):
+        tracker.delete(child.info.run_id)
 
 
 def _run_cell(p: StudyPlan, planned, parent: str, rec: dict) -> None:
@@ -129,7 +89,7 @@ def run(p: StudyPlan) -> Path:
 
             cpus = int(ray.cluster_resources().get("CPU", 0))
             check_capacity(most, gpus, cpus, "the stack's Ray cluster")
-        _probe(p, gpus)
+        probe.measure_unknown(p, gpus)
         seconds, why = fit(p)
         show(p, seconds, why, dry=False)
         todo = p.to_run()
@@ -171,6 +131,7 @@ def _cells(p: StudyPlan, todo: list, gpus: int) -> Path:
                 f"\n[bold]cell {number}/{len(todo)}[/]: {planned.cell.label()}, "
                 f"estimate {planned.estimate.text()}"
             )
+            _forget_unstarted(tracker, experiment_id, parent, planned, p)
             _run_cell(p, planned, parent, rec)
     except KeyboardInterrupt:
         tracker.finish(parent, "KILLED")
