@@ -112,8 +112,9 @@ def cmd_study(assignments: list[str]) -> int:
 
     cfg, explicit, target = _resolve(assignments)
     dry = settings.dry_run()
-    if target.stack:
-        settings.StudySettings.read(one_task=str(explicit.get("task") or ""))  # checked here
+    if target.stack:  # what can be checked here is, before the job is sent
+        study.refuse_axes(explicit)
+        settings.StudySettings.read(one_task=str(explicit.get("task") or ""))
         return _submit("study", cfg, explicit, target, dry)
     plan = study.plan(_user_layers(assignments), target)
     if dry:

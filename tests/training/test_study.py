@@ -183,6 +183,7 @@ def test_cells_past_the_lease_end_minus_the_guard_are_left_out_in_order():
         ({"STUDY_EPOCHS": "0"}, "STUDY_EPOCHS must be at least 1, got 0"),
         ({"STUDY_HOURS": "0"}, "STUDY_HOURS must be above 0, got 0"),
         ({"STUDY_TARGET": "1.5"}, "STUDY_TARGET=1.5 is outside the range of classify's accuracy"),
+        ({"STRATEGY": "fsdp"}, "strategy is one of the study's axes; set it with STUDY_STRATEGIES"),
         (
             {"STUDY_WORKERS": f"1,{(os.cpu_count() or 1) + 1}"},
             f"STUDY_WORKERS asks for {(os.cpu_count() or 1) + 1} workers; this machine can place",

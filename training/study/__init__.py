@@ -13,7 +13,7 @@ time from history or a probe), `probe` (the measurement), `plan` (checks, estima
 and its printout), `record` (what RESUME=1 continues), `run` (driving the cells), `results`
 (each cell's row from MLflow), `report` and `plots`."""
 
-from training.study.plan import StudyPlan, fit, plan, show
+from training.study.plan import StudyPlan, fit, plan, refuse_axes, show
 from training.study.run import run
 
-__all__ = ["StudyPlan", "fit", "plan", "run", "show"]
+__all__ = ["StudyPlan", "fit", "plan", "refuse_axes", "run", "show"]

@@ -6,6 +6,7 @@ plan, printed."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from dataclasses import dataclass, field
@@ -14,7 +15,7 @@ from datetime import UTC, datetime
 from core.errors import UserError
 from training import data as datamod
 from training import lease, lifecycle, models, runner, storage, tracking
-from training.config import TrainConfig, _parse_value
+from training.config import TrainConfig, parse_value
 from training.progress import console
 from training.settings import StudySettings
 from training.study import estimate, record
@@ -70,7 +71,7 @@ def _merged(layers: list[dict]) -> dict:
     return merged
 
 
-def _refuse_axes(explicit: dict) -> None:
+def refuse_axes(explicit: dict) -> None:
     for key, variable in AXES.items():
         if key in explicit:
             raise UserError(
@@ -87,8 +88,8 @@ def local_gpus() -> int:
 
 def plan(layers: list[dict], target: Target, environ=None) -> StudyPlan:
     explicit = _merged(layers)
-    _refuse_axes(explicit)
-    resume = bool(_parse_value("resume", explicit.get("resume", "")))
+    refuse_axes(explicit)
+    resume = bool(parse_value("resume", explicit.get("resume", "")))
     name, saved = record.find(target, str(explicit.get("run_name") or ""), resume)
     if saved is not None:
         explicit = saved["explicit"]  # the study's own settings; the budget is today's
@@ -106,17 +107,17 @@ def plan(layers: list[dict], target: Target, environ=None) -> StudyPlan:
     batches = chosen.batches or (GPU_BATCHES if gpus else CPU_BATCHES)
     accumulation = int(runner.resolve_config([cell_base], target).gradient_accumulation_steps)
     cells = matrix(chosen.tasks, chosen.strategies, workers, batches, chosen.scaling, accumulation)
-    hardware = target.hardware or estimate.machine()
-    target = _with_hardware(target, hardware)
+    # The cells' runs are tagged with the hardware they ran on: what later estimates match.
+    target = dataclasses.replace(target, hardware=target.hardware or estimate.machine())
 
     registered = str(explicit.get("registered_model_name") or "")
     planned, splits = [], {}
     for cell in cells:
         layer = settings(cell, study_id, chosen.epochs, chosen.samples, registered)
         cfg = runner.resolve_config([cell_base, layer], target)
-        if cell.task not in splits:
+        if cell.task not in splits:  # a task's data and model are the same in all its cells
             splits[cell.task] = datamod.prepare(TASKS[cell.task], cfg)
-            models.resolve(TASKS[cell.task], cfg)
+            models.resolve(TASKS[cell.task], cfg)  # a model that cannot be had stops here
         rows = len(splits[cell.task].train)
         lifecycle.check_batches(cfg, rows)
         lifecycle.check_precision(cfg, target)
@@ -129,12 +130,6 @@ def plan(layers: list[dict], target: Target, environ=None) -> StudyPlan:
     p = StudyPlan(study_id, target, chosen, explicit, planned, saved, splits)
     known_estimates(p)
     return p
-
-
-def _with_hardware(target: Target, hardware: str) -> Target:
-    import dataclasses
-
-    return dataclasses.replace(target, hardware=hardware)
 
 
 def check_capacity(most: int, gpus: int, cores: int, where: str) -> None:
@@ -226,7 +221,8 @@ def show(p: StudyPlan, seconds: float | None, why: str, dry: bool) -> None:
     console.print(
         f"study [bold]{p.study_id}[/]: {', '.join(s.tasks)} x {', '.join(s.strategies)} x "
         f"workers {','.join(map(str, workers))} x batch {','.join(map(str, batches))}, "
-        f"{s.scaling} scaling, {budget_text}; {p.target.describe()}, {p.target.hardware}",
+        f"{s.scaling} scaling, {budget_text}, profile {p.cells[0].cfg.profile}; "
+        f"{p.target.describe()}, {p.target.hardware}",
         soft_wrap=True,
     )
     total, running, unknown = 0.0, 0, 0
