@@ -52,11 +52,8 @@ PATH_SETTINGS = ("data", "model")
 FINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 # What bench and tune leave on the cluster, which the client copies back: the MLflow artifact
 # folder of their parent run, and the file to point the user at.
-REPORTS = {
-    "bench": ("report", "report.md"),
-    "study": ("report", "report.md"),
-    "tune": ("search", "best.yaml"),
-}
+REPORTS = {"bench": ("report", "report.md"), "tune": ("search", "best.yaml")}
+REPORTS["study"] = REPORTS["bench"]
 
 
 def client(endpoints: Endpoints):
@@ -282,9 +279,7 @@ async def _stream(jobs, job_id: str) -> str:
 
 
 def fetch_report(command: str, job_id: str, endpoints: Endpoints) -> Path:
-    """Copy the report a bench or tune job logged to MLflow into reports/ here."""
-    import tempfile
-
+    """Copy the report a bench, study or tune job logged to MLflow into reports/ here."""
     from mlflow.artifacts import download_artifacts
 
     from core.paths import reports_root
@@ -301,12 +296,9 @@ def fetch_report(command: str, job_id: str, endpoints: Endpoints) -> Path:
     uri = endpoints.mlflow_tracking_uri
     tracking = Tracker(uri).client
     experiments = [e.experiment_id for e in tracking.search_experiments()]
+    runs = tracking.search_runs(experiments, f"tags.ray_job_id = '{job_id}'")
     # The job's parent run: its cells and trials carry the job's tag too.
-    (run,) = [
-        found
-        for found in tracking.search_runs(experiments, f"tags.ray_job_id = '{job_id}'")
-        if "mlflow.parentRunId" not in found.data.tags
-    ]
+    (run,) = [found for found in runs if "mlflow.parentRunId" not in found.data.tags]
     artifact, shown = REPORTS[command]
     folder = reports_root() / command / run.info.run_name.removeprefix(f"{command}-")
     with tempfile.TemporaryDirectory() as tmp:
