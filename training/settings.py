@@ -139,7 +139,7 @@ class StudySettings:
     tasks: list[str]
     strategies: list[str]
     workers: list[int]  # [] = 1, 2, 4 capped at the GPUs or cores
-    batches: list[int]  # [] = 8,16,32 with GPUs, 16,32 on CPU
+    batches: list[int]  # [] = 8,16,32 with GPUs, 16 on CPU
     epochs: int  # 0 = each task's own (or NUM_TRAIN_EPOCHS)
     samples: int  # 0 = the budget is epochs
     scaling: str  # weak | strong
@@ -151,9 +151,7 @@ class StudySettings:
         Variable("TASKS", "classify,fakenews,summarize", "tasks to study (TASK= alone: one)"),
         Variable("STUDY_STRATEGIES", "ddp,fsdp", "strategies to compare"),
         Variable("STUDY_WORKERS", "", "worker counts; default 1,2,4 capped at GPUs/cores"),
-        Variable(
-            "STUDY_BATCH", "", "per-device batch sizes; default 8,16,32 on GPUs, 16,32 on CPU"
-        ),
+        Variable("STUDY_BATCH", "", "per-device batch sizes; default 8,16,32 on GPUs, 16 on CPU"),
         Variable("STUDY_EPOCHS", "", "epochs per cell; default each task's own"),
         Variable("STUDY_SAMPLES", "", "training samples per cell, instead of epochs"),
         Variable("STUDY_SCALING", "weak", "weak: same per-device batch; strong: same global batch"),
