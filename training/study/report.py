@@ -104,11 +104,12 @@ def _batch(task: str, rows: list[dict]) -> str:
         for r in sorted(same, key=lambda r: r["batch_size"])
         if r is not best
     )
+    workers = f"{best['workers']} worker" + ("s" if best["workers"] > 1 else "")
     return (
-        f"{task}: the most efficient batch size was {best['batch_size']} per device "
-        f"({best['strategy'].upper()} on {best['workers']} worker(s): {best['wall_s']:.0f} s, "
-        f"{best['samples_per_s']:.0f} samples/s, {best['metric_name']} "
-        f"{best['metric_value']:.3f}; against {others})."
+        f"{task}: the most efficient batch size was {best['batch_size']} per device: "
+        f"{best['strategy'].upper()} on {workers} trained in {best['wall_s']:.0f} s at it "
+        f"({best['samples_per_s']:.0f} samples/s, {best['metric_name']} "
+        f"{best['metric_value']:.3f}), against {others}."
     )
 
 
@@ -152,9 +153,14 @@ def reading(rows: list[dict]) -> list[str]:
         within = [r for r in errors if abs(r["estimate_error"]) <= 0.2]
         long = [r for r in errors if r["wall_s"] >= 60]
         long_within = [r for r in long if abs(r["estimate_error"]) <= 0.2]
+        long_text = (
+            f"{len(long_within)} of {len(long)} cells of a minute or more"
+            if long
+            else "no cell lasted a minute"
+        )
         lines.append(
             f"**Estimates.** {len(within)} of {len(errors)} cells took within 20% of their "
-            f"estimate ({len(long_within)} of {len(long)} cells of a minute or more)."
+            f"estimate ({long_text})."
         )
     failed = [r for r in rows if r["status"] not in ("finished",)]
     if failed:
