@@ -5,6 +5,7 @@ the one before it."""
 
 from __future__ import annotations
 
+import enum
 import os
 import pickle
 import random
@@ -85,6 +86,32 @@ def test_a_checkpoint_of_the_earlier_format_still_loads(saved):
     torch.save({**extra, "rng": {**extra["rng"], "numpy": old}}, folder / "extra_rank0.pt")
     load(folder)
     assert next_draws() == draws
+
+
+class ByName(pickle.Pickler):
+    """Pickles Enum members as Python 3.11.2 does (the stack's nodes): getattr(cls, name)."""
+
+    def reducer_override(self, obj):
+        if isinstance(obj, enum.Enum):
+            return getattr, (type(obj), obj.name)
+        return NotImplemented
+
+
+def test_metadata_written_by_another_python_still_loads(saved):
+    folder, draws = saved
+    metadata = checkpoints._SafeReader(folder).read_metadata()
+    with open(folder / ".metadata", "wb") as f:
+        ByName(f).dump(metadata)
+    assert b"getattr" in (folder / ".metadata").read_bytes()
+    load(folder)
+    assert next_draws() == draws
+
+
+def test_getattr_on_anything_but_dcp_enums_is_refused(saved):
+    # getattr(torch.Size, "__class__"): a name lookup on an allowed class, not an enum member.
+    (saved[0] / ".metadata").write_bytes(b"cbuiltins\ngetattr\n(ctorch\nSize\nV__class__\ntR.")
+    with pytest.raises(checkpoints.UnsafeCheckpoint, match="holds builtins.getattr"):
+        load(saved[0])
 
 
 @pytest.mark.parametrize("planted_in", [".metadata", "extra_rank0.pt"])
