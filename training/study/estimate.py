@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import platform
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from training import lease
 from training.study.cells import Work
@@ -26,6 +26,13 @@ DRIVER_S = 3.0
 class Estimate:
     seconds: float | None  # None: not known yet (no earlier run; the probe has not run)
     source: str  # "probe", "run <name>", "recorded", "" when unknown
+    # Its terms, named as a run's `perf/*` (startup_s, training_s, ...), so the report can
+    # set each beside what the cell measured.
+    parts: dict = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, parts: dict[str, float], source: str) -> Estimate:
+        return cls(sum(parts.values()), source, {k: round(v, 2) for k, v in parts.items()})
 
     def text(self) -> str:
         if self.seconds is None:
@@ -57,16 +64,15 @@ def machine() -> str:
 
 
 def from_probe(measured: dict, work: Work) -> Estimate:
-    seconds = (
-        measured["overhead_s"]
-        + measured["cold_s"]
-        + work.steps * measured["step_time_mean_s"]
-        + work.evaluations * measured["eval_s"]
-        + work.checkpoints * measured["checkpoint_s"]
-        + 2 * measured["export_s"]  # written by rank 0, then logged by the driver
-        + DRIVER_S
-    )
-    return Estimate(seconds, "probe")
+    parts = {
+        "startup_s": measured["overhead_s"] + measured["cold_s"],
+        "training_s": work.steps * measured["step_time_mean_s"],
+        "evaluation_s": work.evaluations * measured["eval_s"],
+        "checkpoints_s": work.checkpoints * measured["checkpoint_s"],
+        # the model written by rank 0 (in the last checkpoint), then logged by the driver
+        "model_logging_s": 2 * measured["export_s"] + DRIVER_S,
+    }
+    return Estimate.of(parts, "probe")
 
 
 def from_history(tracker, experiments: list[str], key: str, hardware: str, work: Work):
@@ -91,12 +97,16 @@ def from_history(tracker, experiments: list[str], key: str, hardware: str, work:
         m = {k.removeprefix(lease.PERF): v for k, v in run.data.metrics.items()}
         if not m.get("wall_s") or not m.get("steps"):
             continue
+        scaled = {
+            "training_s": m.get("training_s", 0) / m["steps"] * work.steps,
+            "evaluation_s": m.get("evaluation_s", 0)
+            / max(m.get("evaluations", 1), 1)
+            * work.evaluations,
+            "checkpoints_s": m.get("checkpoints_s", 0)
+            / max(m.get("checkpoints", 1), 1)
+            * work.checkpoints,
+        }
         phases = m.get("training_s", 0) + m.get("evaluation_s", 0) + m.get("checkpoints_s", 0)
-        seconds = (
-            max(m["wall_s"] - phases, 0)
-            + m.get("training_s", 0) / m["steps"] * work.steps
-            + m.get("evaluation_s", 0) / max(m.get("evaluations", 1), 1) * work.evaluations
-            + m.get("checkpoints_s", 0) / max(m.get("checkpoints", 1), 1) * work.checkpoints
-        )
-        return Estimate(seconds, f"run {run.info.run_name}")
+        fixed = {"startup_s": max(m["wall_s"] - phases, 0)}  # with model logging and the rest
+        return Estimate.of({**fixed, **scaled}, f"run {run.info.run_name}")
     return None

@@ -155,7 +155,8 @@ def known_estimates(p: StudyPlan) -> None:
     for c in p.cells:
         entry = saved.get(c.cell.key, {})
         if same_hardware and entry.get("estimate_s") is not None:
-            c.estimate = Estimate(entry["estimate_s"], entry.get("estimate_source") or "recorded")
+            source = entry.get("estimate_source") or "recorded"
+            c.estimate = Estimate(entry["estimate_s"], source, entry.get("estimate_parts", {}))
         elif tracker is not None:
             found = estimate.from_history(
                 tracker,

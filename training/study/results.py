@@ -35,6 +35,7 @@ def _base(p: StudyPlan, planned, entry: dict) -> dict:
         "status": entry.get("status", "left out" if not planned.fits else "not run"),
         "estimate_s": NAN if planned.estimate.seconds is None else planned.estimate.seconds,
         "estimate_source": planned.estimate.source,
+        "estimate_parts": planned.estimate.parts,  # results.json: beside the measured `perf`
         "target": p.settings.targets.get(cell.task, NAN),
         "run_name": cell.run_name(p.study_id),
         "run_id": entry.get("run_id", ""),
@@ -58,6 +59,7 @@ def _measured(tracker, run_id: str, primary: str, target: float, started: float)
         "metric_name": primary,
         "metric_value": m.get(f"eval/{primary}", NAN),
         "metrics": {k: v for k, v in m.items() if k.startswith("eval/")},
+        "perf": perf,
         "resumed": resumed,
         "time_to_target_s": NAN,
         "steps_to_target": NAN,

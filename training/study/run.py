@@ -116,7 +116,11 @@ def _cells(p: StudyPlan, todo: list, gpus: int) -> Path:
             tracker.set_tags(rec["parent_run_id"], tracking.provenance_tags())
         for c in p.cells:  # the plan's estimates, kept for a resume on the same hardware
             entry = rec["cells"].setdefault(c.cell.key, {})
-            entry.update(estimate_s=c.estimate.seconds, estimate_source=c.estimate.source)
+            entry.update(
+                estimate_s=c.estimate.seconds,
+                estimate_source=c.estimate.source,
+                estimate_parts=c.estimate.parts,
+            )
             if c.done:  # its run finished, maybe just before the study was stopped
                 entry.update(status="finished", run_id=c.run_id)
             elif not c.fits:
