@@ -22,6 +22,8 @@ from training.spec import WorkerSpec
 from training.step import TrainStep
 from training.worker import setup
 
+TELL_EVERY_S = 0.5  # the progress bar's pace for steps between logging steps
+
 
 class ResumableSampler(DistributedSampler):
     """DistributedSampler that can skip the samples of batches already trained this epoch."""
@@ -108,9 +110,18 @@ def train_loop_per_worker(config: dict) -> None:
         if rank == 0:
             buffer.flush()
 
+    told = [0.0]  # when the last event went to the driver
+
     def tell(kind: str, **fields) -> None:
-        if rank == 0 and spec.progress is not None:
-            spec.progress.put_nowait({"kind": kind, "step": step, "total": total_steps, **fields})
+        if rank != 0 or spec.progress is None:
+            return
+        # Each event is a round trip to the driver's node (across the network on a stack): a
+        # step with nothing to say but its number goes at most every TELL_EVERY_S.
+        quiet = kind == "train" and "loss" not in fields and step < total_steps
+        if quiet and time.monotonic() - told[0] < TELL_EVERY_S:
+            return
+        told[0] = time.monotonic()
+        spec.progress.put_nowait({"kind": kind, "step": step, "total": total_steps, **fields})
 
     tell("start", epochs=epochs)
     w.model.train()
