@@ -108,8 +108,7 @@ def _cells(p: StudyPlan, todo: list, gpus: int) -> Path:
     tracker = tracking.Tracker(target.tracking_uri)
     experiment_id = tracker.experiment(EXPERIMENT, target.artifact_root)
     rec = p.record
-    folder = target.run_folder(p.study_id)
-    with lifecycle.removed_on_failure(folder):
+    with lifecycle.removed_on_failure(target.run_folder(p.study_id)):
         if rec is None:
             rec = _new_record(p, _start_parent(tracker, p, experiment_id))
         else:  # a new job or machine continues it: its tags say so
