@@ -9,7 +9,7 @@ ANSIBLE_VENV  ?= .venv-ansible
 ANSIBLE_READY := $(ANSIBLE_VENV)/.ready
 
 .DEFAULT_GOAL := help
-.PHONY: help venv ansible-venv up status down backup restore extend tunnel logs cancel train bench tune settings ui test test-stack lint
+.PHONY: help venv ansible-venv up status down backup restore extend tunnel logs cancel train bench study tune settings ui test test-stack lint
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -56,6 +56,9 @@ train: $(READY) ## fine-tune TASK=classify|fakenews|summarize (PROFILE= MODEL= D
 
 bench: $(READY) ## DDP vs FSDP x workers x batch (BENCH_STRATEGIES= BENCH_WORKERS= BENCH_BATCH= BENCH_STEPS=)
 	$(PY) -m training bench $(ARGS)
+
+study: $(READY) ## TASKS x STUDY_STRATEGIES x STUDY_WORKERS x STUDY_BATCH, each a real run, fitted to the lease (DRY_RUN=1 RESUME=1)
+	$(PY) -m training study $(ARGS)
 
 tune: $(READY) ## hyperparameter search with Ray Tune + ASHA for TASK= (SPACE=file TUNE_SAMPLES=N RESUME=1)
 	$(PY) -m training tune $(ARGS)

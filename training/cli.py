@@ -1,10 +1,11 @@
-"""Command line: `python -m training train|tune [key=value ...]` (what `make train`/`tune` run).
+"""Command line: `python -m training train|tune|bench|study [key=value ...]` (what `make train`
+and the others run).
 
 Settings come, lowest precedence first, from the task/profile defaults, a CONFIG=<yaml> file,
 upper-case environment variables (make variables: TASK=, PROFILE=, LEARNING_RATE=, ...) and
-`key=value` arguments. With a stack up (`make up`), train/tune/bench run as a job on its Ray
-cluster (`logs JOB` follows one, `cancel JOB` stops it). A user error prints one line and
-exits 2."""
+`key=value` arguments. With a stack up (`make up`), train/tune/bench/study run as a job on its
+Ray cluster (`logs JOB` follows one, `cancel JOB` stops it). A user error prints one line and
+exits 2; Ctrl-C exits 130."""
 
 from __future__ import annotations
 
@@ -13,11 +14,12 @@ import logging
 import os
 import sys
 import warnings
+from collections.abc import Callable
 
+from core import cli
+from core.cli import Command
 from core.errors import UserError
 from training import interrupts, phases  # noqa: F401  (phases: the process's start time)
-
-EXIT_USER_ERROR = 2
 
 
 def _quiet() -> None:
@@ -89,33 +91,36 @@ def _user_layers(assignments: list[str]) -> list[dict]:
 
 
 def cmd_bench(assignments: list[str]) -> int:
-    from training import bench, data, dryrun, models, settings
-    from training.tasks import TASKS
+    from training import bench, settings
 
     # A small evaluation keeps each cell short; the metric is a snapshot after a few steps.
     cfg, explicit, target = _resolve(assignments, {"max_eval_samples": 128})
     dry = settings.dry_run()
     if target.stack:
         return _submit("bench", cfg, explicit, target, dry)
-    axes = settings.BenchSettings.read()  # bad axes fail before any work
     print(f"profile: {cfg.profile}")
-    task = TASKS[cfg.task]
-    splits = data.prepare(task, cfg)
-    source = models.resolve(task, cfg)
+    plan = bench.plan(cfg, target)
     if dry:
-        capacity = os.cpu_count() or 1
-        cells = bench.matrix(axes.strategies, axes.workers_for(capacity), axes.batches)
-        dryrun.show(
-            "bench",
-            cfg,
-            target,
-            splits,
-            source,
-            cells=f"{len(cells)}: " + ", ".join(c.label() for c in cells),
-            steps=f"{axes.warmup} warm-up + {axes.steps} timed per cell",
-        )
+        bench.show(plan)
         return 0
-    bench.run(cfg, target, splits, source)
+    bench.run(plan)
+    return 0
+
+
+def cmd_study(assignments: list[str]) -> int:
+    from training import settings, study
+
+    cfg, explicit, target = _resolve(assignments)
+    dry = settings.dry_run()
+    if target.stack:  # what can be checked here is, before the job is sent
+        study.refuse_axes(explicit)
+        settings.StudySettings.read(one_task=str(explicit.get("task") or ""))
+        return _submit("study", cfg, explicit, target, dry)
+    plan = study.plan(_user_layers(assignments), target)
+    if dry:
+        study.show(plan, *study.fit(plan), dry=True)
+        return 0
+    study.run(plan)
     return 0
 
 
@@ -203,45 +208,46 @@ def cmd_ui() -> int:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m training",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    train = sub.add_parser("train", help="fine-tune a task (settings as key=value)")
-    train.add_argument("settings", nargs="*", metavar="key=value")
-    tune = sub.add_parser(
+def _settings(command: Callable[[list[str]], int]) -> Callable[[argparse.Namespace], int]:
+    return lambda args: command(args.settings)
+
+
+def _plain(command: Callable[[], int]) -> Callable[[argparse.Namespace], int]:
+    return lambda args: command()
+
+
+def _job(action: str) -> Callable[[argparse.Namespace], int]:
+    return lambda args: cmd_job(action, args.job)
+
+
+COMMANDS = [
+    Command("train", "fine-tune a task (settings as key=value)", _settings(cmd_train), True),
+    Command(
         "tune",
-        help="Ray Tune search with ASHA (SPACE=<yaml> TUNE_SAMPLES=N RESUME=1; key=value as train)",
-    )
-    tune.add_argument("settings", nargs="*", metavar="key=value")
-    sub.add_parser("settings", help="list every setting, its make variable and default")
-    sub.add_parser("ui", help="MLflow UI over the embedded store")
-    bench_cmd = sub.add_parser("bench", help="DDP vs FSDP x workers x batch size, with a report")
-    bench_cmd.add_argument("settings", nargs="*", metavar="key=value")
-    for action, text in (("logs", "follow a job on the stack"), ("cancel", "stop a job")):
-        job = sub.add_parser(action, help=text)
-        job.add_argument("job", nargs="?", default="", metavar="JOB")
-    args = parser.parse_args(argv)
+        "Ray Tune search with ASHA (SPACE=<yaml> TUNE_SAMPLES=N RESUME=1; key=value as train)",
+        _settings(cmd_tune),
+        True,
+    ),
+    Command("settings", "list every setting, its make variable and default", _plain(cmd_settings)),
+    Command("ui", "MLflow UI over the embedded store", _plain(cmd_ui)),
+    Command(
+        "bench", "DDP vs FSDP x workers x batch size, with a report", _settings(cmd_bench), True
+    ),
+    Command(
+        "study",
+        "the design's experiment: TASKS x strategies x workers x batch, planned against the lease",
+        _settings(cmd_study),
+        True,
+    ),
+    Command("logs", "follow a job on the stack", _job("logs"), job=True),
+    Command("cancel", "stop a job", _job("cancel"), job=True),
+]
+
+
+def _before() -> None:
     _quiet()
     interrupts.install()
-    try:
-        if args.command == "train":
-            return cmd_train(args.settings)
-        if args.command == "bench":
-            return cmd_bench(args.settings)
-        if args.command == "tune":
-            return cmd_tune(args.settings)
-        if args.command == "ui":
-            return cmd_ui()
-        if args.command in ("logs", "cancel"):
-            return cmd_job(args.command, args.job)
-        return cmd_settings()
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    return cli.main("python -m training", __doc__, COMMANDS, argv, before=_before)

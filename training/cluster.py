@@ -11,19 +11,22 @@ from training.targets import in_job
 
 
 def start(workers: int, tracking_uri: str) -> int:
-    """Start the in-process Ray cluster, or join the stack's inside a job; returns its GPUs."""
+    """Start the in-process Ray cluster, or join the stack's inside a job; returns its GPUs.
+    A cluster already up (a study's, for its next cell) is used as it is."""
     import ray
 
     from training.environment import worker_environment
 
+    if ray.is_initialized():
+        return _check_gpus(workers, "the stack" if in_job() else "this machine")
     if in_job():
         # The job's runtime environment (code, settings) and the nodes' own environment
         # (tracking, storage) already reach every worker.
         ray.init(address="auto", log_to_driver=False, logging_level="ERROR")
         interrupts.install()  # ray.init made SIGTERM a bare sys.exit
         return _check_gpus(workers, "the stack")
-    # Token auth would be switched on silently by a stray ~/.ray/auth_token (Ray 2.60),
-    # so the embedded cluster sets its mode explicitly.
+    # Ray switches token auth on by itself when it finds a token file (~/.ray/auth_token, left
+    # by an earlier stack's client, say): the embedded cluster sets its mode explicitly.
     os.environ["RAY_AUTH_MODE"] = "disabled"
     # One machine is never drained: no preemption watcher (an actor process less to start).
     environment = {**worker_environment(), "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}

@@ -80,7 +80,8 @@ class TrainConfig:
 _FIELD_TYPES = {f.name: f.type for f in fields(TrainConfig)}
 
 
-def _parse_value(key: str, raw: Any) -> Any:
+def parse_value(key: str, raw: Any) -> Any:
+    """A setting's value as its type in TrainConfig, or the line that says what is wrong."""
     kind = _FIELD_TYPES[key]
     if kind == "bool":
         if isinstance(raw, bool):
@@ -164,7 +165,7 @@ def build_config(layers: list[dict[str, Any]]) -> TrainConfig:
     for layer in layers:
         _check_known(layer, "the settings")
         merged.update(layer)
-    values = {key: _parse_value(key, raw) for key, raw in merged.items()}
+    values = {key: parse_value(key, raw) for key, raw in merged.items()}
     cfg = TrainConfig(**values)
     validate(cfg)
     return cfg

@@ -1,4 +1,5 @@
-"""Commands on a stack: `make train` (tune, bench) runs as a Ray job on the stack's cluster.
+"""Commands on a stack: `make train` (tune, bench, study) runs as a Ray job on the stack's
+cluster.
 
 The job carries the working tree as git sees it (tracked files plus untracked ones git does not
 ignore, and the DATA=/MODEL=/SPACE= files named), staged into a temporary folder that becomes
@@ -43,13 +44,8 @@ EXCLUDES = [
     ".ruff_cache",
 ]
 # Names that look like credentials: a job's files are readable by every holder of the cluster's
-# token, so these never travel (nor anything in a state folder: one holding a stack.json, or the
-# marker of a STACK_DIR, whose backups/ hold the databases).
-CREDENTIALS = (
-    "clouds.yaml", "*-openrc.sh", "*.pem", "*.key", "*.ppk", ".env", ".env.*", ".netrc",
-    "id_rsa*", "id_dsa*", "id_ecdsa*", "id_ed25519*",
-)  # fmt: skip
-STATE_FILES = ("stack.json", ".chameleon-mlops-state")
+# token, so these never travel (nor anything in a folder holding a stack.json: a state folder).
+CREDENTIALS = ("clouds.yaml", "*-openrc.sh", "*.pem", ".env", "id_rsa*", "*.key")
 UPLOAD_LIMIT_MIB = 100
 # Settings that name files: they must be inside the repository to travel with the job.
 PATH_SETTINGS = ("data", "model")
@@ -57,6 +53,7 @@ FINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 # What bench and tune leave on the cluster, which the client copies back: the MLflow artifact
 # folder of their parent run, and the file to point the user at.
 REPORTS = {"bench": ("report", "report.md"), "tune": ("search", "best.yaml")}
+REPORTS["study"] = REPORTS["bench"]
 
 
 def client(endpoints: Endpoints):
@@ -66,7 +63,8 @@ def client(endpoints: Endpoints):
     for name in [n for n in logging.root.manager.loggerDict if n.startswith("ray")]:
         logging.getLogger(name).setLevel(logging.ERROR)
     token_file = endpoints.ray_auth_token_file
-    # Set the mode explicitly (Ray 2.60: a stray ~/.ray/auth_token flips it silently).
+    # Set the mode explicitly: Ray would otherwise pick it from whatever token file it finds
+    # (a stray ~/.ray/auth_token switches token auth on, or the wrong token is sent).
     os.environ["RAY_AUTH_MODE"] = "token"
     os.environ["RAY_AUTH_TOKEN_PATH"] = token_file
     token = Path(token_file).read_text().strip()
@@ -124,7 +122,7 @@ def check_upload(files: list[str], root: Path | None = None) -> int:
     """Refuse credentials and an upload over the limit (one line, nothing sent); its size."""
     root = root or REPO_ROOT
     state_folders = {
-        str(p.parent.relative_to(root)) for f in files if (p := root / f).name in STATE_FILES
+        str(p.parent.relative_to(root)) for f in files if (p := root / f).name == "stack.json"
     }
     for name in files:
         parts = Path(name).parts
@@ -177,7 +175,8 @@ def _job(
     if space_file:
         env["SPACE"] = carried(space_file, "SPACE")
         carried_paths.append(env["SPACE"])
-    job_id = f"{command}-{settings.get('task', 'classify')}-{time.strftime('%Y%m%d-%H%M%S')}"
+    what = "" if command == "study" else f"-{settings.get('task', 'classify')}"  # TASKS= says
+    job_id = f"{command}{what}-{time.strftime('%Y%m%d-%H%M%S')}"
     env.update(worker_environment())
     env.update(TRAINING_GIT_COMMIT=git_commit(), TRAINING_JOB_ID=job_id)
     env.update(target.job_environment())
@@ -280,9 +279,7 @@ async def _stream(jobs, job_id: str) -> str:
 
 
 def fetch_report(command: str, job_id: str, endpoints: Endpoints) -> Path:
-    """Copy the report a bench or tune job logged to MLflow into reports/ here."""
-    import tempfile
-
+    """Copy the report a bench, study or tune job logged to MLflow into reports/ here."""
     from mlflow.artifacts import download_artifacts
 
     from core.paths import reports_root
@@ -299,9 +296,11 @@ def fetch_report(command: str, job_id: str, endpoints: Endpoints) -> Path:
     uri = endpoints.mlflow_tracking_uri
     tracking = Tracker(uri).client
     experiments = [e.experiment_id for e in tracking.search_experiments()]
-    (run,) = tracking.search_runs(experiments, f"tags.ray_job_id = '{job_id}'")
+    runs = tracking.search_runs(experiments, f"tags.ray_job_id = '{job_id}'")
+    # The job's parent run: its cells and trials carry the job's tag too.
+    (run,) = [found for found in runs if "mlflow.parentRunId" not in found.data.tags]
     artifact, shown = REPORTS[command]
-    folder = reports_root() / command / run.info.run_name.removeprefix("bench-")
+    folder = reports_root() / command / run.info.run_name.removeprefix(f"{command}-")
     with tempfile.TemporaryDirectory() as tmp:
         download_artifacts(
             run_id=run.info.run_id, artifact_path=artifact, dst_path=tmp, tracking_uri=uri

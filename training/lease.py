@@ -12,6 +12,8 @@ submitting client (STACK_LEASE_END), read again at every submission."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import time
 from datetime import UTC, datetime
@@ -23,6 +25,21 @@ from training.config import TrainConfig
 GUARD_MINUTES = 30  # checkpoint when less than this is left
 OVERRUN = "PAST_LEASE_END"  # 1: start a run even if its estimate outlasts the lease
 THROUGHPUT = "train/samples_per_s"
+PERF = "perf/"  # where a finished run's time went (runner.py logs them): what estimates use
+# The settings a run's time per step, per evaluation and per checkpoint depends on (not its
+# length: that is scaled), which `speed_key` hashes into a tag of every run.
+SPEED_SETTINGS = (
+    "task", "profile", "model", "data", "labels", "validation_split", "max_eval_samples",
+    "max_seq_length", "smoke_model", "smoke_seq_len", "workers", "strategy", "compile",
+    "per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
+    "optim", "precision", "num_beams", "max_length", "temperature",
+)  # fmt: skip
+
+
+def speed_key(cfg: TrainConfig) -> str:
+    """Runs of the same key on the same hardware take the same time per step."""
+    chosen = {key: getattr(cfg, key) for key in SPEED_SETTINGS}
+    return hashlib.sha256(json.dumps(chosen, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def parse_end(text: str) -> datetime | None:

@@ -41,10 +41,12 @@ def record_file(target: Target, kind: Kind, name: str) -> Path:
 
 
 def latest(target: Target, kind: Kind, task: Task) -> str | None:
-    """The name of the task's most recently written record of this kind, if any."""
+    """The name of the task's most recently written record of this kind, if any; a study's
+    cells are the study's to continue (`make study RESUME=1`), not `make train`'s."""
     runs = target.state_dir / "runs"
     records = list(runs.glob(f"*/{kind.file}")) if runs.is_dir() else []
-    mine = [p for p in records if json.loads(p.read_text())["config"]["task"] == task.name]
+    loaded = {p: json.loads(p.read_text()) for p in records}
+    mine = [p for p, r in loaded.items() if r["config"]["task"] == task.name and not r.get("study")]
     return max(mine, key=lambda p: p.stat().st_mtime).parent.name if mine else None
 
 

@@ -14,13 +14,15 @@ from pathlib import Path
 
 from torch.utils.data import DataLoader, DistributedSampler
 
-from training import checkpoints, lease, tracking
+from training import checkpoints, lease, measures, tracking
 from training import session as sessions
 from training.evaluation import evaluate
 from training.phases import Phases
 from training.spec import WorkerSpec
 from training.step import TrainStep
 from training.worker import setup
+
+TELL_EVERY_S = 0.5  # the progress bar's pace for steps between logging steps
 
 
 class ResumableSampler(DistributedSampler):
@@ -82,6 +84,9 @@ def train_loop_per_worker(config: dict) -> None:
     step = progress["global_step"]
     last_eval: dict = {}
     phases = Phases()  # rank 0's, sent to the driver with the last progress event
+    # This process's share of the run: what a later run's time is estimated from.
+    tally = {"steps": 0, "evaluations": 0, "checkpoints": 0, "samples": 0.0, "padded": 0.0}
+    first_step = step
     lease_guard = lease.Guard(lease.parse_end(spec.lease_end))
 
     def save_checkpoint(epoch: int, batch_in_epoch: int, metrics: dict, final: bool) -> None:
@@ -89,6 +94,7 @@ def train_loop_per_worker(config: dict) -> None:
             _save(epoch, batch_in_epoch, metrics, final)
 
     def _save(epoch: int, batch_in_epoch: int, metrics: dict, final: bool) -> None:
+        tally["checkpoints"] += 1
         folder = checkpoints.new_folder()
         state = {
             "global_step": step,
@@ -104,9 +110,18 @@ def train_loop_per_worker(config: dict) -> None:
         if rank == 0:
             buffer.flush()
 
+    told = [0.0]  # when the last event went to the driver
+
     def tell(kind: str, **fields) -> None:
-        if rank == 0 and spec.progress is not None:
-            spec.progress.put_nowait({"kind": kind, "step": step, "total": total_steps, **fields})
+        if rank != 0 or spec.progress is None:
+            return
+        # Each event is a round trip to the driver's node (across the network on a stack): a
+        # step with nothing to say but its number goes at most every TELL_EVERY_S.
+        quiet = kind == "train" and "loss" not in fields and step < total_steps
+        if quiet and time.monotonic() - told[0] < TELL_EVERY_S:
+            return
+        told[0] = time.monotonic()
+        spec.progress.put_nowait({"kind": kind, "step": step, "total": total_steps, **fields})
 
     tell("start", epochs=epochs)
     w.model.train()
@@ -139,6 +154,8 @@ def train_loop_per_worker(config: dict) -> None:
             if step % cfg.logging_steps == 0 or step == total_steps:
                 with phases.timed("training"):
                     window = train_step.read()
+                tally["samples"] += window["rows"]
+                tally["padded"] += window["padded"]
                 metrics = {
                     "train/loss": window["loss"],
                     "train/learning_rate": train_step.learning_rate(),
@@ -163,10 +180,12 @@ def train_loop_per_worker(config: dict) -> None:
                 if session.evaluates_every_checkpoint:
                     with phases.timed("evaluation"):
                         mid_eval = evaluate(w)
+                    tally["evaluations"] += 1
                     buffer.add(mid_eval, step)
                 save_checkpoint(epoch, batch_index, mid_eval, final=False)
         with phases.timed("evaluation"):
             last_eval = evaluate(w)
+        tally["evaluations"] += 1
         if rank == 0:
             buffer.add(last_eval, step)
         tell("eval", metrics=last_eval)
@@ -174,7 +193,26 @@ def train_loop_per_worker(config: dict) -> None:
         save_checkpoint(epoch + 1, 0, last_eval, final=done)
         if done:
             break
-    tell("done", phases=phases.seconds)
+    tally["steps"] = step - first_step
+    tell("done", phases=phases.seconds, measures=_measures(w, train_step, tally, phases))
+
+
+def _measures(w, train_step: TrainStep, tally: dict, phases: Phases) -> dict:
+    """What this process did and the most any rank held (a collective: every rank calls it)."""
+    import torch.distributed as dist
+
+    from training.worker import over_ranks
+
+    state = measures.model_state_bytes(w.model, train_step.optimizer)
+    most = over_ranks([state, measures.peak_memory_bytes(w.device)], w.device, dist.ReduceOp.MAX)
+    seconds = phases.seconds.get("training", 0.0)
+    padded = tally.pop("padded")
+    return {
+        **tally,
+        "model_state_bytes_per_rank": most[0],
+        "peak_mem_bytes_per_rank": most[1],
+        "mfu": measures.mfu(w.model, padded, seconds, w.device, w.precision, w.world),
+    }
 
 
 def _worker_hosts(world: int) -> list[str]:

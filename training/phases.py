@@ -14,7 +14,8 @@ class Phases:
 
     ORDER = ("start-up", "training", "evaluation", "checkpoints", "model logging")
 
-    def __init__(self) -> None:
+    def __init__(self, started: float = PROCESS_START) -> None:
+        self.started = started  # when the command (or a study's cell) began
         self.seconds: dict[str, float] = {}
 
     def add(self, name: str, seconds: float) -> None:
@@ -29,7 +30,7 @@ class Phases:
             self.add(name, time.perf_counter() - started)
 
     def line(self) -> str:
-        total = time.monotonic() - PROCESS_START
+        total = time.monotonic() - self.started
         shown = [
             f"{name} {self.seconds[name]:.1f} s" for name in self.ORDER if name in self.seconds
         ]

@@ -48,6 +48,7 @@ class TrainingProgress:
         self.loss = None
         self.started_at: float | None = None  # when rank 0 began its first step (monotonic)
         self.worker_phases: dict[str, float] = {}  # rank 0's seconds per phase, at the end
+        self.worker_measures: dict[str, float] = {}  # steps, samples, memory, MFU (the end)
 
     def __enter__(self):
         self.bar.start()
@@ -65,6 +66,7 @@ class TrainingProgress:
             self.started_at = time.monotonic()
         if event["kind"] == "done":
             self.worker_phases = event.get("phases", {})
+            self.worker_measures = event.get("measures", {})
         if event["kind"] == "note":  # a line the run must say (the lease's checkpoint, ...)
             console.print(event["text"])
             return

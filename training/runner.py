@@ -6,8 +6,9 @@ are all checked before the first folder, MLflow run or Ray process is made."""
 from __future__ import annotations
 
 import contextlib
+import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from core.errors import UserError, root_cause
 from training import cluster, interrupts, lease, lifecycle, models, storage, tracking
@@ -18,6 +19,16 @@ from training.progress import TrainingProgress, console, final_table
 from training.spec import WorkerSpec
 from training.targets import Target
 from training.tasks import TASKS, Task
+from training.trainer import torch_trainer
+
+# How a checkpoint refused by training/checkpoints.py reaches the driver (the driver does not
+# import the loop's modules).
+UNSAFE_CHECKPOINT = "UnsafeCheckpoint: "
+
+
+class TrainingFailed(UserError):
+    """The training itself failed (its checkpoints are kept): a study records the cell as
+    failed and goes on; `make train` reports it in one line."""
 
 
 @dataclass
@@ -29,6 +40,26 @@ class RunPlan:
     run_id: str | None  # the MLflow run being continued; None for a new run
     splits: datamod.Splits
     source: models.ModelSource
+    # A study's cell: the study's experiment and run (the cell's parent), tags, its record's
+    # study, and the command that continues it; the defaults are `make train`'s.
+    experiment: str = ""  # "" = the task's
+    parent_run_id: str | None = None
+    tags: dict = field(default_factory=dict)
+    study: str = ""
+    resume_hint: str = ""
+
+    def continue_with(self) -> str:
+        """The command that continues this run after a stop, as the messages quote it."""
+        if self.resume_hint:
+            return f"`{self.resume_hint}`"
+        return f"`make train TASK={self.task.name} RUN_NAME={self.run_name}` (or RESUME=1)"
+
+
+@dataclass
+class RunOutcome:
+    run_id: str
+    metrics: dict  # the final evaluation and step
+    perf: dict  # where the time went and what the workers measured (MLflow's perf/*)
 
 
 def resolve_config(layers: list[dict], target: Target) -> TrainConfig:
@@ -44,7 +75,9 @@ def resolve_config(layers: list[dict], target: Target) -> TrainConfig:
     return build_config([TASKS[task_name].defaults.get(profile, {}), *layers, base])
 
 
-def plan(cfg: TrainConfig, explicit: dict, target: Target) -> RunPlan:
+def plan(cfg: TrainConfig, explicit: dict, target: Target, check_lease: bool = True) -> RunPlan:
+    """Everything checked before anything is made; `check_lease=False` for a study's cell (the
+    study planned its cells against the lease itself)."""
     task = TASKS[cfg.task]
     run_name, record = lifecycle.find(cfg, target, lifecycle.RUN, task)
     if record is not None:
@@ -63,12 +96,12 @@ def plan(cfg: TrainConfig, explicit: dict, target: Target) -> RunPlan:
     storage.check(target.runs_root)
     lifecycle.check_precision(cfg, target)
     run_id = record["run_id"] if record else None
-    if target.lease_end:
-        check_lease(cfg, len(splits.train), target, run_id)
+    if target.lease_end and check_lease:
+        lease_fits(cfg, len(splits.train), target, run_id)
     return RunPlan(cfg, task, target, cfg.run_name, run_id, splits, source)
 
 
-def check_lease(cfg: TrainConfig, train_rows: int, target: Target, run_id: str | None) -> None:
+def lease_fits(cfg: TrainConfig, train_rows: int, target: Target, run_id: str | None) -> None:
     """A run that would outlast the stack's lease is refused before anything is made."""
     tracker = tracking.Tracker(target.tracking_uri)
     end = lease.parse_end(target.lease_end)
@@ -91,6 +124,7 @@ def _record(p: RunPlan, run_id: str) -> dict:
         "manifest": p.splits.manifest,
         "source": lifecycle.source_fields(p.source),
         "labels": p.splits.label_names,
+        **({"study": p.study} if p.study else {}),
     }
 
 
@@ -104,17 +138,19 @@ def _start_run(tracker: tracking.Tracker, p: RunPlan, experiment_id: str) -> str
     return tracker.start_run(
         experiment_id,
         p.run_name,
-        tags={
-            "task": p.task.name,
-            "profile": p.cfg.profile,
-            "strategy": p.cfg.strategy,
-            "workers": str(p.cfg.workers),
-            **({"hardware": p.target.hardware} if p.target.hardware else {}),
-            **tracking.provenance_tags(),
-            "model_source": p.source.describe(),
-            "data_source": p.splits.source,
-        },
+        tags=tracking.run_tags(
+            p.task.name,
+            p.cfg.profile,
+            strategy=p.cfg.strategy,
+            workers=p.cfg.workers,
+            hardware=p.target.hardware,
+            model_source=p.source.describe(),
+            data_source=p.splits.source,
+            speed_key=lease.speed_key(p.cfg),
+            **p.tags,
+        ),
         params=p.cfg.to_dict(),
+        parent=p.parent_run_id,
         datasets=[
             tracking.dataset(
                 frame,
@@ -134,7 +170,7 @@ def _beside_ray(p: RunPlan) -> tuple[tracking.Tracker, str, str]:
     run (the one continued, or a new one), then the import of torch, which Ray Train's torch
     trainer needs (torch shares no module with ray.init: neither thread waits on the other)."""
     tracker = tracking.Tracker(p.target.tracking_uri)
-    experiment_id = tracker.experiment(p.task.name, p.target.artifact_root)
+    experiment_id = tracker.experiment(p.experiment or p.task.name, p.target.artifact_root)
     run_id = p.run_id or _start_run(tracker, p, experiment_id)
     import torch  # noqa: F401
 
@@ -149,8 +185,9 @@ def train_loop_per_worker(config: dict) -> None:
     loop(config)
 
 
-def run(p: RunPlan) -> dict:
-    """Start (or continue) the run; returns its final metrics."""
+def run(p: RunPlan, started: float = PROCESS_START, keep_cluster: bool = False) -> RunOutcome:
+    """Start (or continue) the run. `started`: when its command (or study cell) began, for
+    where the time went; `keep_cluster`: leave the cluster up for the next run (a study's)."""
     from concurrent.futures import ThreadPoolExecutor
 
     target, cfg, task, source = p.target, p.cfg, p.task, p.source
@@ -173,9 +210,6 @@ def run(p: RunPlan) -> dict:
     use_gpu = gpus > 0
 
     import ray
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-    from ray.train.v2.api.config import LoggingConfig
 
     url = target.run_url(experiment_id, run_id)
     console.print(
@@ -185,7 +219,6 @@ def run(p: RunPlan) -> dict:
     )
     console.print(f"MLflow run {run_id}: {url}")
 
-    storage_path, storage_filesystem = storage.ray_storage(target.runs_root)
     queue = cluster.progress_queue()
     spec = WorkerSpec.build(
         cfg,
@@ -197,32 +230,21 @@ def run(p: RunPlan) -> dict:
         progress=queue,
         lease_end=target.lease_end,
     )
-    trainer = TorchTrainer(
+    trainer = torch_trainer(
         train_loop_per_worker,
-        train_loop_config={"spec": spec},
-        scaling_config=ScalingConfig(
-            num_workers=cfg.workers,
-            use_gpu=use_gpu,
-            resources_per_worker=cluster.per_worker(cfg.workers, use_gpu),
-            placement_strategy=cluster.placement(use_gpu),
-        ),
-        run_config=RunConfig(
-            name=p.run_name,
-            storage_path=storage_path,
-            storage_filesystem=storage_filesystem,
-            checkpoint_config=CheckpointConfig(num_to_keep=cfg.save_total_limit),
-            failure_config=FailureConfig(max_failures=cfg.max_failures),
-            logging_config=LoggingConfig(log_level="WARNING"),
-        ),
+        spec,
+        name=p.run_name,
+        workers=cfg.workers,
+        use_gpu=use_gpu,
+        storage_root=target.runs_root,
+        max_failures=cfg.max_failures,
+        keep=cfg.save_total_limit,
     )
     tracker.running(run_id)
 
     def stopped() -> KeyboardInterrupt:
         tracker.finish(run_id, "KILLED")
-        console.print(
-            f"stopped. Checkpoints are kept; continue with `make train "
-            f"TASK={task.name} RUN_NAME={p.run_name}` (or RESUME=1)"
-        )
+        console.print(f"stopped. Checkpoints are kept; continue with {p.continue_with()}")
         return KeyboardInterrupt()
 
     progress = TrainingProgress(queue, f"{task.name} {cfg.profile}")
@@ -239,13 +261,16 @@ def run(p: RunPlan) -> dict:
             # MLflow is gone: the run cannot be marked; its checkpoint holds what MLflow missed.
             what = cause[cause.find(tracking.TrackingUnreachable.MARK) :]
             raise UserError(
-                f"{what}; when MLflow answers again, continue with "
-                f"`make train TASK={task.name} RUN_NAME={p.run_name}` (or RESUME=1)"
+                f"{what}; when MLflow answers again, continue with {p.continue_with()}"
             ) from None
         tracker.finish(run_id, "FAILED")
-        raise UserError(
+        if UNSAFE_CHECKPOINT in cause:  # its line says what to do
+            refusal = cause[cause.find(UNSAFE_CHECKPOINT) + len(UNSAFE_CHECKPOINT) :]
+            raise TrainingFailed(f"resuming refused: {refusal}") from None
+        again = f"`{p.resume_hint}`" if p.resume_hint else f"RUN_NAME={p.run_name}"
+        raise TrainingFailed(
             f"training failed: {root_cause(exc)}; checkpoints are kept, fix the "
-            f"cause and continue with RUN_NAME={p.run_name}"
+            f"cause and continue with {again}"
         ) from None
 
     # Ray Train answers Ctrl-C itself (it aborts the run), and then fit() returns without the
@@ -253,21 +278,28 @@ def run(p: RunPlan) -> dict:
     if result.checkpoint is None:
         raise stopped()
     # The final model is in the last checkpoint, which may lie in object storage.
-    spent = Phases()
+    spent = Phases(started)
     if progress.started_at is not None:
-        spent.add("start-up", progress.started_at - PROCESS_START)
+        spent.add("start-up", progress.started_at - started)
     for name, seconds in progress.worker_phases.items():
         spent.add(name, seconds)
-    with spent.timed("model logging"):
-        with storage.local_folder(result.checkpoint, "model") as model_dir:
-            if not model_dir.is_dir():
-                raise stopped()
-            with ThreadPoolExecutor(max_workers=1) as pool:
-                # Logging the model needs no Ray: the cluster is stopped meanwhile.
-                logged = pool.submit(tracker.log_model, run_id, model_dir, task, cfg)
+    with (
+        spent.timed("model logging"),
+        storage.local_folder(result.checkpoint, "model") as model_dir,
+    ):
+        if not model_dir.is_dir():
+            raise stopped()
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            # Logging the model needs no Ray: the cluster is stopped meanwhile.
+            logged = pool.submit(tracker.log_model, run_id, model_dir, task, cfg)
+            if keep_cluster:
+                _shut(queue)
+            else:
                 cluster.stop()
-                registered = logged.result()
-        tracker.finish(run_id, "FINISHED")
+            registered = logged.result()
+    perf = _perf(spent, progress.worker_measures, started)
+    tracker.log_metrics(run_id, {f"{lease.PERF}{k}": v for k, v in perf.items()})
+    tracker.finish(run_id, "FINISHED")
     lifecycle.mark_finished(target, lifecycle.RUN, p.run_name)
     metrics = {k: v for k, v in result.metrics.items() if k.startswith("eval/")}
     metrics["step"] = result.metrics.get("step")
@@ -276,4 +308,22 @@ def run(p: RunPlan) -> dict:
     if target.embedded:
         console.print("view runs with `make ui` (MLflow UI on http://127.0.0.1:5000)")
     console.print(spent.line())
-    return metrics
+    return RunOutcome(run_id, metrics, perf)
+
+
+def _shut(queue) -> None:
+    """The run's progress queue actor, ended with the run when the cluster stays up."""
+    with contextlib.suppress(Exception):
+        queue.shutdown()
+
+
+def _perf(spent: Phases, measured: dict, started: float) -> dict[str, float]:
+    """Where the run's time went (this process's part of it, for a continued run) and what
+    rank 0 measured (steps, samples, memory, MFU): what a later run's time is estimated from."""
+    names = {"start-up": "startup_s", "model logging": "model_logging_s"}
+    perf = {names.get(k, f"{k}_s"): v for k, v in spent.seconds.items()}
+    perf["wall_s"] = time.monotonic() - started
+    perf.update(measured)
+    if perf.get("training_s") and perf.get("samples"):
+        perf["samples_per_s"] = perf["samples"] / perf["training_s"]
+    return {k: float(v) for k, v in perf.items() if not math.isnan(float(v))}

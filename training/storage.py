@@ -10,6 +10,7 @@ reach the stack's MinIO (or any S3 API) and AWS itself:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -121,6 +122,20 @@ def local_folder(checkpoint, name: str) -> Iterator[Path]:
         yield destination
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def remove(storage_path: str) -> None:
+    """Remove a folder of Ray's files (a probe's) from a local folder or object storage."""
+    if not is_s3(storage_path):
+        shutil.rmtree(storage_path, ignore_errors=True)
+        return
+    from pyarrow.fs import FileSystem
+
+    path, filesystem = ray_storage(storage_path)
+    if filesystem is None:
+        filesystem, path = FileSystem.from_uri(storage_path)
+    with contextlib.suppress(OSError):  # gone already, or never written
+        filesystem.delete_dir(path)
 
 
 def worker_environment() -> dict[str, str]:

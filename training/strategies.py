@@ -34,7 +34,12 @@ def wrap(model: nn.Module, strategy: str, device: torch.device, mixed_dtype: tor
         return model
     if strategy == "ddp":
         ids = [device.index] if device.type == "cuda" else None
-        return nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        # Some architectures leave parameters without a gradient in a plain forward (XLNet's
+        # mask and segment embeddings: fakenews), which DDP otherwise refuses at the second
+        # step; Hugging Face's Trainer looks for them by default too.
+        return nn.parallel.DistributedDataParallel(
+            model, device_ids=ids, find_unused_parameters=True
+        )
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
     policy = (

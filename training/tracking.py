@@ -27,6 +27,15 @@ def provenance_tags() -> dict[str, str]:
     return tags
 
 
+def run_tags(task: str, profile: str, **more) -> dict[str, str]:
+    """The tags of every run this package makes in MLflow (a run, a search and its trials, a
+    bench or study and its cells): what it trained, which code made it, where it ran, and
+    `more` (empty values left out)."""
+    tags = {"task": task, "profile": profile}
+    tags.update({key: str(value) for key, value in more.items() if value not in (None, "")})
+    return {**tags, **provenance_tags()}
+
+
 def git_commit() -> str:
     """The repository's HEAD, with -dirty when there are local changes; else "unknown"."""
 

@@ -3,7 +3,8 @@
 the head and both workers -> with `make tunnel` open, a DDP and an FSDP run of classify (smoke)
 train with one worker on each worker host, tracked by MLflow on the head with their model
 registered -> Ray Train survives a worker host's Ray killed mid-run -> `make bench` compares 1
-and 2 worker hosts -> a second `make up` changes nothing -> `make down PURGE=1` backs the data
+and 2 worker hosts -> `make study` runs its 2-worker cell on both worker hosts -> a second
+`make up` changes nothing -> `make down PURGE=1` backs the data
 up, then leaves nothing behind.
 
 The tests run in file order and share one sim stack (module fixture)."""
@@ -115,9 +116,9 @@ def mlflow(state: Path, path: str, body: dict | None = None) -> dict:
         return json.loads(response.read())
 
 
-def run_named(state: Path, name: str) -> dict | None:
+def run_named(state: Path, name: str, experiment_name: str = "classify") -> dict | None:
     try:
-        experiment = mlflow(state, "experiments/get-by-name?experiment_name=classify")
+        experiment = mlflow(state, f"experiments/get-by-name?experiment_name={experiment_name}")
     except urllib.error.HTTPError as e:
         if e.code == 404:  # the run that makes the experiment has not started yet
             return None
@@ -244,6 +245,33 @@ def test_bench_compares_one_and_two_worker_hosts(stack, tunnel, tmp_path):
     assert set(cells) == {(s, w) for s in ("ddp", "fsdp") for w in ("1", "2")}, rows
     for cell in cells.values():
         assert cell["status"] == "ok" and float(cell["samples_per_s"]) > 0, cell
+
+
+def test_a_study_runs_its_two_worker_cell_on_both_worker_hosts(stack, tunnel, tmp_path):
+    """`make study` as a job: its cells are `make train` runs on the stack's cluster, the
+    2-worker cell with one worker on each worker host; the report comes back here."""
+    state, recorded, _ = stack
+    name = f"simstudy-{int(time.time())}"
+    proc = run_cli(
+        state, "study", timeout=900, STACK_NAME=STACK, TASKS="classify", RUN_NAME=name,
+        STUDY_STRATEGIES="ddp", STUDY_WORKERS="1,2", STUDY_BATCH="8", STUDY_EPOCHS="1",
+        MAX_TRAIN_SAMPLES="320", REPORTS_DIR=str(tmp_path),
+    )  # fmt: skip
+    print(proc.stdout[-3000:])
+    assert proc.returncode == 0, tail(proc)
+    assert "submitted job study-" in proc.stdout, tail(proc)
+    (report,) = (tmp_path / "study").glob("*/report.md")
+    assert "## Reading" in report.read_text()
+    parent = run_named(state, name, "study")
+    assert parent["info"]["status"] == "FINISHED"
+    for workers in (1, 2):
+        cell = run_named(state, f"{name}-classify-ddp-x{workers}-b8", "study")
+        assert cell["info"]["status"] == "FINISHED"
+        tags = {t["key"]: t["value"] for t in cell["data"]["tags"]}
+        assert tags["mlflow.parentRunId"] == parent["info"]["run_id"]
+        used = tags["worker_hosts"].split(",")
+        assert len(set(used)) == workers, tags  # one worker per host
+        assert set(used) <= {f"{STACK}-{w.name}" for w in recorded.workers}, tags
 
 
 def test_a_second_up_changes_nothing(stack):

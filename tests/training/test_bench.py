@@ -11,7 +11,7 @@ from mlflow import MlflowClient
 
 from tests.conftest import run_cli
 from training.bench import Cell, add_scaling, run_matrix
-from training.reports import COLUMNS
+from training.bench.report import COLUMNS
 
 
 def recorded(strategy: str, workers: int, batch: int, samples_per_s: float) -> dict:

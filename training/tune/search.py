@@ -31,14 +31,13 @@ def _start_parent(tracker: tracking.Tracker, p: SearchPlan, experiment_id: str) 
     return tracker.start_run(
         experiment_id,
         p.search_id,
-        tags={
-            "task": p.task.name,
-            "profile": p.cfg.profile,
-            "tune.search": "asha",
-            **tracking.provenance_tags(),
-            "model_source": p.source.describe(),
-            "data_source": p.splits.source,
-        },
+        tags=tracking.run_tags(
+            p.task.name,
+            p.cfg.profile,
+            **{"tune.search": "asha"},
+            model_source=p.source.describe(),
+            data_source=p.splits.source,
+        ),
         params=params,
         documents={"search/config.json": p.cfg.to_dict(), "data/manifest.json": p.splits.manifest},
     )

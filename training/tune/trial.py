@@ -31,13 +31,13 @@ def _child_run(tracker: tracking.Tracker, setup: TrialSetup, trial_id: str, cfg:
     return tracker.start_run(
         setup.experiment_id,
         cfg["run_name"],
-        tags={
-            "tune.trial_id": trial_id,
-            "task": cfg["task"],
-            "profile": cfg["profile"],
-            "strategy": cfg["strategy"],
-            "workers": "1",
-        },
+        tags=tracking.run_tags(
+            cfg["task"],
+            cfg["profile"],
+            strategy=cfg["strategy"],
+            workers=1,
+            **{"tune.trial_id": trial_id},
+        ),
         params=cfg,
         parent=setup.parent_run_id,
     )
