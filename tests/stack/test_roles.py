@@ -133,6 +133,8 @@ def test_the_firewall_admits_the_ports_ray_is_started_on():
                 "metrics_export",
                 "dashboard_agent_grpc",
                 "runtime_env_agent",
+                "autoscaler_metrics",
+                "dashboard_metrics",
             )
         },
     }
