@@ -47,6 +47,8 @@ def render(stack: Stack, cluster: Cluster) -> dict:
                 "ansible_python_interpreter": "/usr/bin/python3",
                 "stack_state_dir": str(stack.folder),
                 "stack_private_addresses": [h.address for h in cluster.hosts],
+                # SSH from outside the stack: the controller only (the host firewall).
+                "stack_ssh_allowed_cidrs": [f"{cluster.controller_address}/32"],
                 "ray_training_package_src": str(REPO_ROOT),
                 # No route out: the hosts use this machine's packages (shared /usr), never apt's
                 # servers.
