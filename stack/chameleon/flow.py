@@ -170,7 +170,9 @@ def up(stack: Stack, dry_run: bool, configure: Callable[[Path], None]) -> None:
         # New lease, new instances, new host keys (and floating IPs are recycled).
         way_in.known_hosts.unlink(missing_ok=True)
         _save(stack, pinned_for_lease=lease.id)
-    inventory = chameleon_inventory.render(outputs, way_in, stack.folder, volume_id)
+    inventory = chameleon_inventory.render(
+        outputs, way_in, stack.folder, volume_id, [chosen.ssh_allowed_cidr]
+    )
     workers = inventory["all"]["children"]["ray_workers"]["hosts"]
     console.print(f"waiting for SSH on {way_in.gateway} and {len(workers)} GPU host(s)")
     ssh.wait_for_ssh(way_in, [h["ansible_host"] for h in workers.values()], chosen.ssh_timeout)

@@ -19,7 +19,13 @@ from stack.state import SERVICES_ENDPOINTS
 SERVICES_ROLE = "services"
 
 
-def render(outputs: dict, access: Access, state_dir: Path, data_volume_id: str | None) -> dict:
+def render(
+    outputs: dict,
+    access: Access,
+    state_dir: Path,
+    data_volume_id: str | None,
+    ssh_allowed_cidrs: list[str],
+) -> dict:
     hosts = outputs.get("hosts") or {}
     services = [name for name, h in hosts.items() if h.get("role") == SERVICES_ROLE]
     if len(services) != 1:
@@ -51,6 +57,9 @@ def render(outputs: dict, access: Access, state_dir: Path, data_volume_id: str |
         "ansible_ssh_private_key_file": str(access.key),
         "ansible_python_interpreter": "/usr/bin/python3",
         "stack_private_addresses": sorted(h["private_address"] for h in hosts.values()),
+        # SSH from outside the stack: SSH_ALLOWED_CIDR only (the host firewall; bare-metal sites
+        # enforce no security group).
+        "stack_ssh_allowed_cidrs": ssh_allowed_cidrs,
         "stack_state_dir": str(state_dir),
         "ray_training_package_src": str(REPO_ROOT),
         "stack_endpoints_file_name": SERVICES_ENDPOINTS,
