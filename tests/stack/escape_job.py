@@ -42,9 +42,10 @@ def refused(err: BaseException) -> bool:
 
 
 def connects(host: str, port: int) -> OSError | None:
-    """None when a TCP connection is made, else why not."""
+    """None when a TCP connection is made, else why not. A host's own firewall resets at once;
+    another host's drops, and 3 s without an answer on one network is no answer."""
     try:
-        socket.create_connection((host, port), timeout=5).close()
+        socket.create_connection((host, port), timeout=3).close()
     except OSError as err:
         return err
     return None
@@ -66,6 +67,9 @@ def http(url: str, method: str = "GET", body: bytes | None = None, headers: dict
 
 
 def http_attempt(url: str, method: str = "GET", body: bytes | None = None, headers=None):
+    where = urllib.parse.urlparse(url)
+    if (err := connects(where.hostname, where.port or 80)) is not None:
+        return refused(err), f"no connection: {err}"
     try:
         status, text = http(url, method, body, headers)
     except OSError as err:
@@ -195,6 +199,8 @@ def minted_key_attempt(host: str, port: int):
 
 def postgresql_attempt(user: str, address: tuple[str, int] | str):
     """A start-up message to PostgreSQL at (host, port) or on a Unix socket path."""
+    if not isinstance(address, str) and (err := connects(*address)) is not None:
+        return refused(err), f"no connection: {err}"
     params = f"user\0{user}\0database\0mlflow\0\0".encode()
     message = struct.pack("!ii", 8 + len(params), 196608) + params
     try:
