@@ -11,9 +11,7 @@ from tests.conftest import REPO
 TOP = ("ansible", "core", "docs", "infra", "mlflow-stack", "stack", "tests", "tools", "training")
 # A path inside one of the top folders, not part of a longer path or URL (`/opt/training/...`,
 # `https://.../docs/...`) nor of a dotted or templated name.
-PATH = re.compile(
-    r"(?<![\w/.:{}$-])((?:" + "|".join(re.escape(t) for t in TOP) + r")/[\w./-]*)"
-)
+PATH = re.compile(r"(?<![\w/.:{}$-])((?:" + "|".join(re.escape(t) for t in TOP) + r")/[\w./-]*)")
 # A document named by its file name alone, in capitals, must be one the repository has
 # (lower-case names such as report.md are files the project writes).
 DOCUMENT = re.compile(r"(?<![\w/.-])([A-Z][A-Z_]*\.md)\b")

@@ -222,7 +222,7 @@ def test_restore_asks_first_and_backs_the_current_data_up(tmp_path, standin):
     assert "CONFIRM='other' is not the stack's name" in line
     proc = run_stack(state_dir, "restore", BACKUP="20260101-000000", CONFIRM="local", **standin)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    calls = asked(standin)[len(before):].splitlines()
+    calls = asked(standin)[len(before) :].splitlines()
     assert "backup.yml" in calls[0] and "restore.yml" in calls[1]  # the safety backup first
     assert "the current data is backed up first" in proc.stdout
     assert (state_dir / "backups" / "local" / "20260101-000001" / "SHA256SUMS").exists()

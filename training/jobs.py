@@ -44,8 +44,13 @@ EXCLUDES = [
     ".ruff_cache",
 ]
 # Names that look like credentials: a job's files are readable by every holder of the cluster's
-# token, so these never travel (nor anything in a folder holding a stack.json: a state folder).
-CREDENTIALS = ("clouds.yaml", "*-openrc.sh", "*.pem", ".env", "id_rsa*", "*.key")
+# token, so these never travel (nor anything in a state folder: one holding a stack.json, or the
+# marker of a STACK_DIR, whose backups/ hold the databases).
+CREDENTIALS = (
+    "clouds.yaml", "*-openrc.sh", "*.pem", "*.key", "*.ppk", ".env", ".env.*", ".netrc",
+    "id_rsa*", "id_dsa*", "id_ecdsa*", "id_ed25519*",
+)  # fmt: skip
+STATE_FILES = ("stack.json", ".chameleon-mlops-state")
 UPLOAD_LIMIT_MIB = 100
 # Settings that name files: they must be inside the repository to travel with the job.
 PATH_SETTINGS = ("data", "model")
@@ -122,7 +127,7 @@ def check_upload(files: list[str], root: Path | None = None) -> int:
     """Refuse credentials and an upload over the limit (one line, nothing sent); its size."""
     root = root or REPO_ROOT
     state_folders = {
-        str(p.parent.relative_to(root)) for f in files if (p := root / f).name == "stack.json"
+        str(p.parent.relative_to(root)) for f in files if (p := root / f).name in STATE_FILES
     }
     for name in files:
         parts = Path(name).parts

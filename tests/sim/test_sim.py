@@ -1,8 +1,8 @@
 """CLOUD=sim, the hosts themselves (SIM_HOSTS_ONLY=1): `make up` with 2 workers -> Ansible
 reaches every host through the head with pinned host keys -> the hosts' folders are private ->
-the host firewall admits only SSH from an outsider on the test network and the stack's ports
-from the stack's hosts -> `make down` leaves nothing behind, twice; a `make up` killed half-way
-is cleaned.
+the host firewall admits SSH from the controller (the allowed range) and the stack's hosts only,
+nothing from an outsider on the test network, and the stack's ports from the stack's hosts ->
+`make down` leaves nothing behind, twice; a `make up` killed half-way is cleaned.
 
 The tests run in file order and share one sim stack (module fixture)."""
 
@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -305,7 +306,7 @@ def test_a_hosts_private_folders_are_its_own(sim):
     assert proc.stdout.strip() == ""
 
 
-def test_the_firewall_admits_ssh_from_anyone_and_stack_ports_from_stack_hosts_only(sim):
+def test_the_firewall_admits_ssh_from_the_allowed_range_and_stack_ports_from_stack_hosts(sim):
     stack, cluster = sim
     playbook = [
         str(ANSIBLE_VENV / "bin" / "ansible-playbook"),
@@ -357,7 +358,11 @@ def test_the_firewall_admits_ssh_from_anyone_and_stack_ports_from_stack_hosts_on
             f"stack host {prober} -> {host}:{port} ({ports[port]}): "
             f"{'answers' if answered else 'no answer'}"
         )
-    assert {k: v for k, v in outside.items() if v} == {(h.name, 22): True for h in cluster.hosts}
+    # The outsider is outside the allowed range (the controller's address): nothing answers it.
+    assert {k: v for k, v in outside.items() if v} == {}
+    # The controller (the allowed range) reaches the head's SSH.
+    with socket.create_connection((cluster.head.address, 22), timeout=5):
+        pass
     for (prober, host, port), answered in inside.items():
         assert answered == (port == 22 or port in admitted), (prober, host, port)
 

@@ -3,9 +3,10 @@
 the head and both workers -> with `make tunnel` open, a DDP and an FSDP run of classify (smoke)
 train with one worker on each worker host, tracked by MLflow on the head with their model
 registered -> Ray Train survives a worker host's Ray killed mid-run -> `make bench` compares 1
-and 2 worker hosts -> `make study` runs its 2-worker cell on both worker hosts -> a second
-`make up` changes nothing -> `make down PURGE=1` backs the data
-up, then leaves nothing behind.
+and 2 worker hosts -> `make study` runs its 2-worker cell on both worker hosts -> a job
+cannot step around its own credentials (the escape suite, from the services host and each
+worker host) -> a second `make up` changes nothing -> `make down PURGE=1` backs the data up,
+then leaves nothing behind.
 
 The tests run in file order and share one sim stack (module fixture)."""
 
@@ -31,6 +32,7 @@ from stack.sim import hosts
 from stack.state import Stack
 from tests.conftest import REPO, cli_env, run_cli, service_rows
 from tests.sim.test_sim import leftovers, snapshot
+from tests.stack import escape
 
 STACK = "simstack"
 WEED = os.environ.get("SEAWEEDFS_DOWNLOAD_URL") or "/var/cache/chameleon-mlops/bin/weed"
@@ -272,6 +274,22 @@ def test_a_study_runs_its_two_worker_cell_on_both_worker_hosts(stack, tunnel, tm
         used = tags["worker_hosts"].split(",")
         assert len(set(used)) == workers, tags  # one worker per host
         assert set(used) <= {f"{STACK}-{w.name}" for w in recorded.workers}, tags
+
+
+def test_a_job_cannot_step_around_its_own_credentials(stack, tunnel, tmp_path, monkeypatch):
+    """The escape suite (tests/stack/escape_job.py) on sim: from the job's driver on the
+    services host, and from a task on each GPU worker host at the services host's private
+    address; each attempt fails, the job's own front doors open."""
+    state, recorded, _ = stack
+    head = recorded.head.address
+    urls = endpoints(state)  # the tunnel's ends: how this machine submits the job
+    settings = escape.job_settings(urls, head, head, head, workers=True)
+    attempts, doors = escape.outcomes(escape.run_job(urls, settings, tmp_path, monkeypatch))
+    escape.report(attempts, doors, "sim")
+    assert len({a["where"] for a in attempts}) == 1 + len(recorded.workers)
+    assert len(attempts) >= escape.MIN_ATTEMPTS
+    assert [(a["where"], a["name"]) for a in attempts if not a["blocked"]] == []
+    assert doors and all(d["open"] for d in doors), doors
 
 
 def test_a_second_up_changes_nothing(stack):

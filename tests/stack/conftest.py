@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,9 @@ from stackenv import (
     ANSIBLE_DIR,
     ANSIBLE_VENV,
     STACK_PROGRAMS,
+    STACK_TABLES,
     WEED,
+    nft_tables,
     run,
     supervisor_status,
     tail,
@@ -44,9 +47,18 @@ def pytest_collection_modifyitems(items):
 
 
 @pytest.fixture(scope="session", autouse=True)
+def host_firewall_before() -> dict:
+    """The host's firewall as the session found it, before any stack: its boot-time rule file
+    and the stack's tables loaded (none, on a clean machine)."""
+    config = Path("/etc/nftables.conf")
+    return {"config": config.read_bytes() if config.exists() else None, "tables": nft_tables()}
+
+
+@pytest.fixture(scope="session", autouse=True)
 def stop_test_services():
     """Yields a function that stops the stack programs these tests started (never ones that
-    ran before the session); it runs once more at the end."""
+    ran before the session); it runs once more at the end, and then unloads the nftables tables
+    of the stack's that the tests loaded (the stack fixture puts the host firewall back)."""
     if os.geteuid() != 0:
         pytest.skip("stack tests configure this machine (apt, users, services): run them as root")
     if not os.access(WEED, os.X_OK):
@@ -57,6 +69,7 @@ def stop_test_services():
             ".venv-ansible/bin/pip install -r ansible/requirements.txt"
         )
     before = supervisor_status()
+    tables_before = nft_tables()
 
     def stop() -> None:
         after = supervisor_status()
@@ -71,11 +84,14 @@ def stop_test_services():
     stop()
     if before is None and supervisor_status() is not None:
         subprocess.run(["supervisorctl", "shutdown"], capture_output=True, timeout=120)
+    for table in sorted(nft_tables() & set(STACK_TABLES) - tables_before):
+        subprocess.run(["nft", "delete", "table", "inet", table], capture_output=True)
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory) -> dict:
-    """The whole stack converged on this machine by site.yml with the local inventory."""
+def stack(tmp_path_factory, stop_test_services) -> Iterator[dict]:
+    """The whole stack converged on this machine by site.yml with the local inventory; at the
+    end of the session its services stop and the host's firewall is left as found."""
     state = tmp_path_factory.mktemp("stack-state")
     cmd = [
         str(ANSIBLE_VENV / "bin" / "ansible-playbook"),
@@ -93,4 +109,8 @@ def stack(tmp_path_factory) -> dict:
     # generated passwords on this host (they use state directories of their own).
     second = run(cmd)
     endpoints = json.loads((state / "endpoints.json").read_text())
-    return {"state": state, "first": first, "second": second, "endpoints": endpoints}
+    yield {"state": state, "first": first, "second": second, "endpoints": endpoints}
+    # The services stopped, the host's firewall as the session found it (down.yml's last play).
+    stop_test_services()
+    proc = run([cmd[0], cmd[1], cmd[2], str(Path(__file__).with_name("firewall_down.yml"))])
+    assert proc.returncode == 0, tail(proc)

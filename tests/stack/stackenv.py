@@ -13,6 +13,8 @@ ROLES_DIR = ANSIBLE_DIR / "roles"
 ANSIBLE_VENV = Path(os.environ.get("ANSIBLE_VENV", REPO / ".venv-ansible"))
 # Programs the roles put under supervisor on this kind of host.
 STACK_PROGRAMS = ["mlflow", "ray-head", "ray-worker", "seaweedfs", "postgresql"]
+# nftables tables the roles load: the host firewall (common) and SeaweedFS's internals.
+STACK_TABLES = ["stack_firewall", "seaweedfs_internals"]
 # No registry ships SeaweedFS: tools/seaweedfs/build.sh builds `weed` from source into this
 # cache (CI runs it first), and the seaweedfs role installs that file.
 WEED = os.environ.get("SEAWEEDFS_DOWNLOAD_URL") or "/var/cache/chameleon-mlops/bin/weed"
@@ -58,3 +60,11 @@ def supervisor_status() -> dict[str, str] | None:
         return None
     out = subprocess.run(["supervisorctl", "status"], capture_output=True, text=True).stdout
     return {line.split()[0]: line.split()[1] for line in out.splitlines() if line.strip()}
+
+
+def nft_tables() -> set[str]:
+    """The inet tables loaded in this network namespace (empty without nft)."""
+    if shutil.which("nft") is None:
+        return set()
+    out = subprocess.run(["nft", "list", "tables", "inet"], capture_output=True, text=True).stdout
+    return {line.split()[-1] for line in out.splitlines() if line.startswith("table inet ")}

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from stackenv import ANSIBLE_DIR, ANSIBLE_VENV, ROLES_DIR, run, tail
 
-ROLES = ["common", "postgresql", "seaweedfs", "mlflow", "ray"]
+ROLES = ["common", "data_volume", "object_store_check", "postgresql", "seaweedfs", "mlflow", "ray"]
 
 
 def test_ansible_lint_production_profile_passes():
@@ -133,6 +133,8 @@ def test_the_firewall_admits_the_ports_ray_is_started_on():
                 "metrics_export",
                 "dashboard_agent_grpc",
                 "runtime_env_agent",
+                "autoscaler_metrics",
+                "dashboard_metrics",
             )
         },
     }

@@ -7,11 +7,11 @@ job's environment without any admin secret, HF_TOKEN for the job's code but not 
 Jobs API shows, each S3 identity refused outside its buckets -> make backup holds the buckets
 -> make bench on the stack, its report copied back -> Ctrl-C leaves a job running, make cancel
 stops it after a checkpoint -> make status names a stopped service, make up repairs it -> bad
-settings fail before submission -> make down (ports free, again harmless) -> make up refused
-while a port is taken -> make up -> the run is still there -> make down PURGE=1 (verified backup
-first, the stack's data gone, a database of the user's in Debian's own cluster kept) -> a fresh
-make up -> make restore -> the runs, model and checkpoints are back under the new logins and the
-killed run continues with RESUME=1 -> make down PURGE=1.
+settings fail before submission -> make down (ports free, again harmless, the host's firewall
+as found) -> make up refused while a port is taken -> make up -> the run is still there -> make
+down PURGE=1 (verified backup first, the stack's data gone, a database of the user's in Debian's
+own cluster kept) -> a fresh make up -> make restore -> the runs, model and checkpoints are back
+under the new logins and the killed run continues with RESUME=1 -> make down PURGE=1.
 
 The tests run in file order and share one stack in a state folder of their own.
 """
@@ -34,7 +34,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from stackenv import REPO, WEED, tail
+from stackenv import REPO, STACK_TABLES, WEED, nft_tables, tail
 
 from core.services import local_ports
 from tests.conftest import SCRUBBED
@@ -371,6 +371,15 @@ def test_down_stops_everything_and_frees_the_ports(stack_dir):
     assert again.returncode == 0, tail(again)
     status = make(stack_dir, "status")
     assert "down" in status.stdout, status.stdout
+
+
+def test_down_leaves_the_host_firewall_as_found(stack_dir, host_firewall_before):
+    """`make up` replaced /etc/nftables.conf and loaded the stack's tables; `make down` put the
+    file back byte for byte, unloaded the tables and removed the stack's host folder."""
+    config = Path("/etc/nftables.conf")
+    assert (config.read_bytes() if config.exists() else None) == host_firewall_before["config"]
+    assert nft_tables() & set(STACK_TABLES) == host_firewall_before["tables"] & set(STACK_TABLES)
+    assert not Path("/etc/chameleon-mlops").exists()
 
 
 def test_up_refuses_a_port_another_program_holds(stack_dir):
