@@ -117,7 +117,9 @@ def test_each_unusable_object_store_is_one_line_before_any_host_changes(tmp_path
     cases = {}
     for n, (name, (settings, _)) in enumerate(CASES.items()):
         state = tmp_path / f"state-{n}"
+        # Each case is a user's first `make up` on a machine of its own.
         env = cli_env(state, ANSIBLE_VENV=str(ANSIBLE_VENV), **settings)
+        env["CHAMELEON_MLOPS_MACHINE_DIR"] = str(tmp_path / f"machine-{n}")
         for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
             if key not in settings:
                 env.pop(key, None)
