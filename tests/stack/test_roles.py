@@ -26,6 +26,9 @@ def test_ansible_lint_production_profile_passes():
 
 @pytest.mark.parametrize("role", ROLES)
 def test_molecule_scenario(role):
+    # Molecule keeps a scenario's folder (its state/secrets) between runs: start from none, as a
+    # fresh clone would.
+    run([str(ANSIBLE_VENV / "bin" / "molecule"), "reset", "-s", "default"], cwd=ROLES_DIR / role)
     proc = run(
         [str(ANSIBLE_VENV / "bin" / "molecule"), "test", "-s", "default"], cwd=ROLES_DIR / role
     )
