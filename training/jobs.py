@@ -7,13 +7,13 @@ Ray's working_dir; files that look like credentials are refused and the upload h
 The user's settings travel as key=value arguments; tracking, checkpoint storage and their
 credentials (HF_TOKEN too) come from the Ray nodes' own environment (set by the Ansible ray
 role), so no secret travels with the job.
+It speaks Ray's Jobs API over plain HTTP (training/rayjobs.py: no Ray needed here), through SSH
+forwards of its own where the stack's services are remote (core/tunnel.py).
 The job's log is streamed here; Ctrl-C leaves the job running and says how to follow or stop it."""
 
 from __future__ import annotations
 
-import asyncio
 import fnmatch
-import logging
 import os
 import shlex
 import shutil
@@ -23,9 +23,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from core import tunnel
 from core.errors import UserError, root_cause
 from core.paths import REPO_ROOT
 from core.state import Endpoints
+from training.rayjobs import FINAL, JobNotFound, JobsClient
 from training.targets import Target
 
 # Folders a DATA=/MODEL=/SPACE= path may not be in: environments, state, outputs, caches.
@@ -54,34 +56,24 @@ STATE_FILES = ("stack.json", ".chameleon-mlops-state")
 UPLOAD_LIMIT_MIB = 100
 # Settings that name files: they must be inside the repository to travel with the job.
 PATH_SETTINGS = ("data", "model")
-FINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 # What bench and tune leave on the cluster, which the client copies back: the MLflow artifact
 # folder of their parent run, and the file to point the user at.
 REPORTS = {"bench": ("report", "report.md"), "tune": ("search", "best.yaml")}
 REPORTS["study"] = REPORTS["bench"]
 
 
-def client(endpoints: Endpoints):
-    from ray.job_submission import JobSubmissionClient
-
-    # Not the SDK's upload and websocket chatter: the job's own log is what the user reads.
-    for name in [n for n in logging.root.manager.loggerDict if n.startswith("ray")]:
-        logging.getLogger(name).setLevel(logging.ERROR)
-    token_file = endpoints.ray_auth_token_file
-    # Set the mode explicitly: Ray would otherwise pick it from whatever token file it finds
-    # (a stray ~/.ray/auth_token switches token auth on, or the wrong token is sent).
-    os.environ["RAY_AUTH_MODE"] = "token"
-    os.environ["RAY_AUTH_TOKEN_PATH"] = token_file
-    token = Path(token_file).read_text().strip()
+def client(endpoints: Endpoints) -> JobsClient:
+    """The stack's Jobs API with the cluster's token, once it has answered."""
+    token = Path(endpoints.ray_auth_token_file).read_text().strip()
+    jobs = JobsClient(endpoints.ray_address, token)
     try:
-        return JobSubmissionClient(
-            endpoints.ray_address, headers={"Authorization": f"Bearer {token}"}
-        )
-    except (ConnectionError, RuntimeError) as exc:
+        jobs.version()
+    except (OSError, RuntimeError) as exc:
         raise UserError(
             f"the stack's Ray cluster at {endpoints.ray_address} does not answer "
-            f"({str(exc).splitlines()[0]}); {endpoints.unreachable_hint()}"
+            f"({root_cause(exc)}); {endpoints.unreachable_hint()}"
         ) from None
+    return jobs
 
 
 def carried(value: str, what: str) -> str:
@@ -209,20 +201,18 @@ def show(command: str, settings: dict, target: Target, space_file: str = "") -> 
 def submit(command: str, settings: dict, target: Target, space_file: str = "") -> int:
     """Run `python -m training <command>` on the target's stack; returns its exit code."""
     job_id, entrypoint, env, files = _job(command, settings, target, space_file)
-    endpoints = target.stack
-    jobs = client(endpoints)
-    # The staged folder holds exactly the files to send: no .gitignore of Ray's own on top.
-    os.environ["RAY_RUNTIME_ENV_IGNORE_GITIGNORE"] = "1"
-    with tempfile.TemporaryDirectory(prefix=f"{job_id}-") as staged:
-        stage(files, Path(staged))
-        jobs.submit_job(
-            entrypoint=entrypoint,
-            submission_id=job_id,
-            runtime_env=runtime_env(Path(staged), env),
-        )
-    code = follow(job_id, endpoints, submitted=True)
-    if code == 0 and command in REPORTS:
-        fetch_report(command, job_id, endpoints)
+    with tunnel.opened(target.stack, f"make {command}") as endpoints:
+        jobs = client(endpoints)
+        with tempfile.TemporaryDirectory(prefix=f"{job_id}-") as staged:
+            stage(files, Path(staged))
+            jobs.submit_job(
+                entrypoint=entrypoint,
+                submission_id=job_id,
+                runtime_env=runtime_env(Path(staged), env),
+            )
+        code = _follow(jobs, job_id, endpoints, submitted=True)
+        if code == 0 and command in REPORTS:
+            fetch_report(command, job_id, endpoints)
     return code
 
 
@@ -230,19 +220,21 @@ def runtime_env(working_dir: Path, env: dict) -> dict:
     return {"working_dir": str(working_dir), "env_vars": env}
 
 
-def follow(job_id: str, endpoints: Endpoints, submitted: bool = False) -> int:
+def follow(job_id: str, endpoints: Endpoints) -> int:
+    """`make logs`: follow a job until it ends."""
+    with tunnel.opened(endpoints, "make logs") as reached:
+        return _follow(client(reached), job_id, reached)
+
+
+def _follow(jobs: JobsClient, job_id: str, endpoints: Endpoints, submitted: bool = False) -> int:
     """Stream a job's log until it ends; its user error becomes ours, one line. Ctrl-C (at
     any moment, even while the job's id is printed) leaves the job running and says how to
     get back to it."""
     try:
         if submitted:
-            print(
-                f"submitted job {job_id} to the stack's Ray cluster at {endpoints.ray_address}",
-                flush=True,
-            )
-        jobs = client(endpoints)
+            print(f"submitted job {job_id} to the stack's Ray cluster", flush=True)
         _known(jobs, job_id)
-        last_error = asyncio.run(_stream(jobs, job_id))
+        last_error = _stream(jobs, job_id)
         status = _final_status(jobs, job_id)
     except KeyboardInterrupt:
         print(
@@ -253,7 +245,7 @@ def follow(job_id: str, endpoints: Endpoints, submitted: bool = False) -> int:
         return 130
     except UserError:
         raise
-    except Exception as exc:  # the head gone: refused connections, a closed websocket, ...
+    except Exception as exc:  # the head gone: refused connections, a reset, a timeout, ...
         raise UserError(
             f"lost the stack's Ray head at {endpoints.ray_address} while following job "
             f"{job_id} ({root_cause(exc)}); `make status` shows the services, `make up` "
@@ -264,16 +256,14 @@ def follow(job_id: str, endpoints: Endpoints, submitted: bool = False) -> int:
         return 0
     if last_error:
         raise UserError(last_error)
-    info = jobs.get_job_info(job_id)
-    raise UserError(
-        f"job {job_id} {status.lower()}: {(info.message or '').strip() or 'see its log above'}"
-    )
+    message = (jobs.get_job_info(job_id).get("message") or "").strip()
+    raise UserError(f"job {job_id} {status.lower()}: {message or 'see its log above'}")
 
 
-async def _stream(jobs, job_id: str) -> str:
+def _stream(jobs: JobsClient, job_id: str) -> str:
     """Print the job's log as it comes, except its `error:` line, which is returned."""
     last_error = ""
-    async for chunk in jobs.tail_job_logs(job_id):
+    for chunk in jobs.tail_job_logs(job_id):
         for line in chunk.splitlines(keepends=True):
             if line.startswith("error: "):
                 last_error = line.removeprefix("error: ").strip()
@@ -323,29 +313,30 @@ def _display(path: Path) -> str:
 
 
 def cancel(job_id: str, endpoints: Endpoints) -> None:
-    jobs = client(endpoints)
-    status = _known(jobs, job_id)
-    if status in FINAL:
-        print(f"job {job_id} already ended ({status.lower()})")
-        return
-    jobs.stop_job(job_id)
-    status = _final_status(jobs, job_id)
+    with tunnel.opened(endpoints, "make cancel") as reached:
+        jobs = client(reached)
+        status = _known(jobs, job_id)
+        if status in FINAL:
+            print(f"job {job_id} already ended ({status.lower()})")
+            return
+        jobs.stop_job(job_id)
+        status = _final_status(jobs, job_id)
     print(f"job {job_id} {status.lower()}; its checkpoints are kept (RESUME=1 continues it)")
 
 
-def _known(jobs, job_id: str) -> str:
+def _known(jobs: JobsClient, job_id: str) -> str:
     try:
-        return str(jobs.get_job_status(job_id).value)
-    except RuntimeError:
+        return jobs.get_job_status(job_id)
+    except JobNotFound:
         message = f"no job {job_id!r} on the stack; `make status` lists running jobs"
         raise UserError(message) from None
 
 
-def _final_status(jobs, job_id: str, timeout: float = 60) -> str:
+def _final_status(jobs: JobsClient, job_id: str, timeout: float = 60) -> str:
     """The job's end state (the log can end a moment before the status does)."""
     deadline = time.monotonic() + timeout
     while True:
-        status = str(jobs.get_job_status(job_id).value)
+        status = jobs.get_job_status(job_id)
         if status in FINAL or time.monotonic() > deadline:
             return status
         time.sleep(1)

@@ -186,6 +186,8 @@ STUB_SSH = """\
 import http.server, json, os, sys, threading
 with open(os.environ["STUB_SSH_LOG"], "a") as log:
     log.write(" ".join(sys.argv[1:]) + "\\n")
+if os.environ.get("STUB_SSH_DOWN"):
+    sys.exit("ssh: connect to host 129.114.0.10 port 22: Connection timed out")
 forwards = [int(a.split(":")[1]) for a in sys.argv[1:] if a.count(":") == 3]
 if "-N" not in sys.argv or not forwards or {{5000, 8265, 8333}} & set(forwards):
     sys.exit(0)
@@ -196,14 +198,40 @@ ANSWERS = {{
     "/api/jobs/": (200, "[]"),
     "/healthz": (200, ""),
 }}
+# Ray's Jobs API as a job's submitter meets it (ray/dashboard/modules/job/job_head.py): a
+# package unknown until PUT, a submission recorded in STUB_JOBS_LOG, a job that succeeds.
+PACKAGES, JOBS = set(), {{}}
 class Services(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        status, body = ANSWERS.get(self.path.split("?")[0], (200, ""))
+    def answer(self, status, body=""):
         self.send_response(status)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body.encode())
+    def do_GET(self):
+        path = self.path.split("?")[0]
+        if path.startswith("/api/packages/"):
+            return self.answer(200 if path in PACKAGES else 404)
+        if path.startswith("/api/jobs/") and path.rstrip("/") != "/api/jobs":
+            job = path.split("/")[3]
+            if job not in JOBS:
+                return self.answer(404, "job not found")
+            if path.endswith("/logs"):
+                return self.answer(200, json.dumps({{"logs": "stand-in job ran\\n"}}))
+            return self.answer(200, json.dumps({{"status": "SUCCEEDED", "message": ""}}))
+        self.answer(*ANSWERS.get(path, (200, "")))
     do_HEAD = do_GET  # S3's HeadBucket
+    def do_PUT(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        PACKAGES.add(self.path)
+        self.answer(200, "{{}}")
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        body["authorization"] = self.headers.get("Authorization", "")
+        JOBS[body["submission_id"]] = body
+        with open(os.environ["STUB_JOBS_LOG"], "a") as jobs:
+            jobs.write(json.dumps(body) + "\\n")
+        answer = {{"job_id": "raysubmit_1", "submission_id": body["submission_id"]}}
+        self.answer(200, json.dumps(answer))
     def log_message(self, *args):
         pass
 for port in forwards:
@@ -338,6 +366,7 @@ def with_stubs(stubs, **settings) -> dict:
         "ANSIBLE_VENV": str(stubs["ansible"]),
         "STUB_LOG": str(stubs["terraform_log"]),
         "STUB_SSH_LOG": str(stubs["ssh_log"]),
+        "STUB_JOBS_LOG": str(stubs["ssh_log"].with_name("jobs.log")),
         "STUB_ANSIBLE_LOG": str(stubs["ansible_log"]),
         "SSH_ALLOWED_CIDR": "198.51.100.7/32",
         "SSH_TIMEOUT": "5",

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import stat
 import subprocess
 import sys
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import pytest
 import yaml
@@ -338,13 +338,27 @@ def test_train_reaches_the_stack_through_the_tunnel_and_learns_the_lease(
     for name in ("STACK_CLOUD", "STACK_LEASE_END", "STACK_HARDWARE"):
         assert name in carried, carried
 
-    with socket.socket() as probe:
-        if probe.connect_ex(("127.0.0.1", 8265)) == 0:
-            pytest.skip("something else listens on 127.0.0.1:8265 here")
-    closed = training_cli(home, state, "train", TASK="classify")
-    line = one_error_line(closed)
-    assert "at http://127.0.0.1:8265 does not answer" in line, line
-    assert "open the tunnels with `make tunnel` in another terminal" in line, line
+    # No `make tunnel` open: the command opens forwards of its own through the pinned gateway
+    # to the services' private addresses, and the job goes through them.
+    ran = training_cli(home, state, "train", TASK="classify", **settings)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert "stand-in job ran" in ran.stdout
+    (job,) = [json.loads(line) for line in Path(settings["STUB_JOBS_LOG"]).read_text().splitlines()]
+    assert job["entrypoint"].startswith("python -m training train task=classify"), job
+    assert job["runtime_env"]["working_dir"].startswith("gcs://_ray_pkg_"), job  # uploaded
+    assert job["runtime_env"]["env_vars"]["STACK_CLOUD"] == "chameleon"
+    token = (state / "chameleon" / "secrets" / "ray_auth_token").read_text().strip()
+    assert job["authorization"] == f"Bearer {token}"
+    (call,) = [c for c in stubs["ssh_log"].read_text().splitlines() if "10.52.0.10:8265" in c
+               and "-L 127.0.0.1:8265:" not in c][-1:]  # fmt: skip
+    fip = standin.floating_ips[0]["floating_ip_address"]
+    assert "StrictHostKeyChecking=yes" in call and call.endswith(f"cc@{fip}"), call
+
+    # The gateway does not answer: one line, no traceback.
+    down = training_cli(home, state, "train", TASK="classify", **settings, STUB_SSH_DOWN="1")
+    line = one_error_line(down)
+    assert "the SSH tunnel for make train ended (exit 1: ssh: connect to host" in line, line
+    assert "`make status` shows the stack" in line, line
 
 
 def test_commands_without_cloud_are_about_the_stack_the_last_up_was_for(

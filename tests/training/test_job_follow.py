@@ -1,41 +1,36 @@
 """`make train` following a job on a stack whose Ray head goes away: one line naming
 `make status` and RESUME=1, no traceback. The Jobs client is a stand-in (a real head's loss
-is exercised on a stack): its log stream breaks the way aiohttp's does when the head dies,
-and its status calls are refused the way requests' are."""
+is exercised on a stack): its log or status calls fail the way urllib's do when the head dies
+(a reset connection, then refused ones)."""
 
 from __future__ import annotations
 
-import aiohttp
+import urllib.error
+
 import pytest
-import requests
 
 from core.errors import UserError
 from core.state import Endpoints
 from training import jobs
 
 
-class Status:
-    def __init__(self, value: str) -> None:
-        self.value = value
-
-
 class HeadLostJobs:
-    """Stands in for JobSubmissionClient on a head that dies after the first log line."""
+    """Stands in for training.rayjobs.JobsClient on a head that dies after the first log line."""
 
     def __init__(self, stream_breaks: bool) -> None:
         self.stream_breaks = stream_breaks
         self.calls = 0
 
-    def get_job_status(self, job_id: str) -> Status:
+    def get_job_status(self, job_id: str) -> str:
         self.calls += 1
         if self.calls > 1:
-            raise requests.exceptions.ConnectionError("Connection refused")
-        return Status("RUNNING")
+            raise urllib.error.URLError(ConnectionRefusedError(111, "Connection refused"))
+        return "RUNNING"
 
-    async def tail_job_logs(self, job_id: str):
+    def tail_job_logs(self, job_id: str):
         yield "step 20/200\n"
         if self.stream_breaks:
-            raise aiohttp.ClientConnectionError("Connection lost")
+            raise ConnectionResetError(104, "Connection reset by peer")
 
 
 ENDPOINTS = Endpoints("http://127.0.0.1:1", "admin", "/dev/null", "http://127.0.0.1:2", "")

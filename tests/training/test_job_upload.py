@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from core.errors import UserError
+from core.state import Endpoints
 from training import jobs
 from training.targets import Target
 
@@ -18,11 +19,13 @@ from training.targets import Target
 def stack_target(tmp_path: Path, **fields) -> Target:
     """A client's view of a stack (its endpoints are never contacted: the client is a
     stand-in)."""
+    stack = Endpoints("http://127.0.0.1:5000", "admin", "/dev/null", "http://127.0.0.1:8265", "")
+    fields.setdefault("stack", stack)
     return Target("local", tmp_path / "state", "http://127.0.0.1:5000", "s3://b/p", None, **fields)
 
 
 class StandInJobs:
-    """Stands in for ray.job_submission.JobSubmissionClient: records each submission."""
+    """Stands in for training.rayjobs.JobsClient: records each submission."""
 
     def __init__(self) -> None:
         self.submitted: list[dict] = []
@@ -58,7 +61,7 @@ def repo(tmp_path, monkeypatch) -> Path:
 def cluster(monkeypatch) -> StandInJobs:
     standin = StandInJobs()
     monkeypatch.setattr(jobs, "client", lambda endpoints: standin)
-    monkeypatch.setattr(jobs, "follow", lambda *a, **k: 0)
+    monkeypatch.setattr(jobs, "_follow", lambda *a, **k: 0)
     return standin
 
 
