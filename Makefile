@@ -1,26 +1,41 @@
 # Thin front door: every target is one line calling the project's CLI. Variables given to make
 # (TASK=classify LEARNING_RATE=3e-5 ...) reach the CLI as environment variables.
+# Two Python environments from one set of pins (requirements.txt, as constraints) and
+# pyproject.toml's extras: .venv, the controller (the stack commands and job submission: no
+# training stack), and .venv-train, the controller plus the training stack and the test tools
+# (embedded runs and `make test`). An embedded `make train` re-runs itself in .venv-train,
+# building it on first use.
+PIP_VERSION := 26.3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 READY  := $(VENV)/.ready
+TRAIN_VENV  ?= .venv-train
+TRAIN_PY    := $(TRAIN_VENV)/bin/python
+TRAIN_READY := $(TRAIN_VENV)/.ready
+export TRAIN_VENV
 # Ansible, molecule and ansible-lint live in a venv of their own (their pins clash with nothing
 # of the training stack, and the roles install the services' own venvs on the hosts).
 ANSIBLE_VENV  ?= .venv-ansible
 ANSIBLE_READY := $(ANSIBLE_VENV)/.ready
 
 .DEFAULT_GOAL := help
-.PHONY: help venv ansible-venv up status down backup restore extend tunnel logs cancel train bench study tune settings ui test test-stack lint
+.PHONY: help venv train-venv ansible-venv up status down backup restore extend tunnel logs cancel train bench study tune settings ui test test-stack lint
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(READY): requirements.txt pyproject.toml
-	python3 -m venv $(VENV) && $(VENV)/bin/pip install -q --upgrade pip && $(VENV)/bin/pip install -q -r requirements.txt -e . && touch $@
+	python3 -m venv $(VENV) && $(VENV)/bin/pip install -q pip==$(PIP_VERSION) && $(VENV)/bin/pip install -q -c requirements.txt -e '.[controller]' && touch $@
 
-venv: $(READY) ## create the Python environment (done automatically by the targets that need it)
+$(TRAIN_READY): requirements.txt pyproject.toml
+	python3 -m venv $(TRAIN_VENV) && $(TRAIN_VENV)/bin/pip install -q pip==$(PIP_VERSION) && $(TRAIN_VENV)/bin/pip install -q -c requirements.txt -e '.[controller,train,test]' && touch $@
+
+venv: $(READY) ## create the controller's Python environment (automatic for the targets that need it)
+
+train-venv: $(TRAIN_READY) ## create the training and test environment (automatic for embedded runs and make test)
 
 $(ANSIBLE_READY): ansible/requirements.txt
-	python3 -m venv $(ANSIBLE_VENV) && $(ANSIBLE_VENV)/bin/pip install -q --upgrade pip && $(ANSIBLE_VENV)/bin/pip install -q -r ansible/requirements.txt && touch $@
+	python3 -m venv $(ANSIBLE_VENV) && $(ANSIBLE_VENV)/bin/pip install -q pip==$(PIP_VERSION) && $(ANSIBLE_VENV)/bin/pip install -q -r ansible/requirements.txt && touch $@
 
 ansible-venv: $(ANSIBLE_READY) ## create the Ansible tooling environment (automatic too)
 
@@ -69,14 +84,14 @@ settings: $(READY) ## list every training setting, its make variable and default
 ui: $(READY) ## MLflow UI for runs tracked without a stack (http://127.0.0.1:5000)
 	$(PY) -m training ui
 
-test: $(READY) $(ANSIBLE_READY) ## run the test suite (the stack tests need root: they configure this machine)
-	$(PY) -m pytest $(PYTEST_ARGS)
+test: $(TRAIN_READY) $(ANSIBLE_READY) ## run the test suite (the stack tests need root: they configure this machine)
+	$(TRAIN_PY) -m pytest $(PYTEST_ARGS)
 
-test-stack: $(READY) $(ANSIBLE_READY) ## only the stack tests: molecule per role, site.yml, backup/restore, up -> train -> down end to end
-	$(PY) -m pytest tests/stack $(PYTEST_ARGS)
+test-stack: $(TRAIN_READY) $(ANSIBLE_READY) ## only the stack tests: molecule per role, site.yml, backup/restore, up -> train -> down end to end
+	$(TRAIN_PY) -m pytest tests/stack $(PYTEST_ARGS)
 
-lint: $(READY) $(ANSIBLE_READY) ## ruff, ansible-lint (production profile), terraform fmt and checkov over infra/
-	$(VENV)/bin/ruff check core training stack tests mlflow-stack tools
+lint: $(TRAIN_READY) $(ANSIBLE_READY) ## ruff, ansible-lint (production profile), terraform fmt and checkov over infra/
+	$(TRAIN_VENV)/bin/ruff check core training stack tests mlflow-stack tools
 	cd ansible && ../$(ANSIBLE_VENV)/bin/ansible-lint
 	terraform fmt -check -recursive infra
 	infra/checkov.sh --quiet

@@ -1,7 +1,7 @@
 """The fixed cost of a smoke `make train`: its wall time minus its training steps, side by side.
 
-    .venv/bin/python tools/fixed_cost.py                      # this checkout, 3 rounds
-    .venv/bin/python tools/fixed_cost.py --floor /tmp/old .   # an older checkout, this one, and
+    .venv-train/bin/python tools/fixed_cost.py                      # this checkout, 3 rounds
+    .venv-train/bin/python tools/fixed_cost.py --floor /tmp/old .   # an older checkout, this one, and
                                                               # Ray Train alone (see below)
 
 Each round runs `python -m training train TASK=classify` in every checkout given, one after the

@@ -10,15 +10,19 @@ exits 2; Ctrl-C exits 130."""
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import os
+import subprocess
 import sys
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 
 from core import cli
 from core.cli import Command
 from core.errors import UserError
+from core.paths import REPO_ROOT
 from training import interrupts, phases  # noqa: F401  (phases: the process's start time)
 
 
@@ -41,6 +45,8 @@ def _resolve(assignments: list[str], defaults: dict | None = None):
     layers = _user_layers(assignments)
     explicit = {k: v for layer in layers for k, v in layer.items()}
     target = targets.resolve()
+    if not target.stack:
+        _in_training_environment()
     cfg = runner.resolve_config([defaults or {}, *layers], target)
     return cfg, explicit, target
 
@@ -152,6 +158,30 @@ def cmd_tune(assignments: list[str]) -> int:
     return 0
 
 
+def _in_training_environment() -> None:
+    """A run on this machine needs the training stack, which the controller's environment
+    (.venv) does not hold: the command runs again, unchanged, in .venv-train, built on first
+    use. A job for a stack needs none of it."""
+    if importlib.util.find_spec("torch") is not None:
+        return
+    venv = Path(os.environ.get("TRAIN_VENV") or ".venv-train")
+    venv = venv if venv.is_absolute() else REPO_ROOT / venv
+    if not (venv / ".ready").exists():
+        print(
+            f"no stack is up, so this runs here: building the training environment first "
+            f"({venv.name}: torch, Ray Train, transformers; once, a few minutes)",
+            flush=True,
+        )
+        built = subprocess.run(["make", "-s", "-C", str(REPO_ROOT), "train-venv"], check=False)
+        if built.returncode != 0:
+            raise UserError(
+                f"building {venv} failed (pip's message above); fix it and run the command "
+                "again, or `make up` a stack and run it there"
+            )
+    python = str(venv / "bin" / "python")
+    os.execv(python, [python, "-m", "training", *sys.argv[1:]])
+
+
 def cmd_job(action: str, job_id: str) -> int:
     from core import state
     from training import jobs
@@ -189,6 +219,7 @@ def cmd_ui() -> int:
     if not target.embedded:
         print(f"runs are tracked by the server at {target.tracking_uri}; open it there")
         return 0
+    _in_training_environment()
     store = target.state_dir / "mlflow.db"
     print(f"MLflow UI for {store} on http://127.0.0.1:5000 (Ctrl-C to stop)")
     os.execvp(

@@ -35,6 +35,7 @@ EXCLUDES = [
     ".git",
     ".venv",
     ".venv-ansible",
+    ".venv-train",
     ".stack",
     "reports",
     "mlruns",

@@ -324,7 +324,7 @@ def stubs(tmp_path) -> dict[str, Path]:
 
 
 def stack_cli(
-    cwd: Path, state_dir: Path, *args: str, **settings: str
+    cwd: Path, state_dir: Path, *args: str, python: str = sys.executable, **settings: str
 ) -> subprocess.CompletedProcess:
     """`python -m stack ...` (what the make targets run) from `cwd`, with a clean environment
     (none of the developer's OS_* or knobs) plus `settings`."""
@@ -335,7 +335,7 @@ def stack_cli(
     )  # fmt: skip
     env.update({k: str(v) for k, v in settings.items()})
     return subprocess.run(
-        [sys.executable, "-m", "stack", *args],
+        [python, "-m", "stack", *args],
         cwd=cwd,
         env=env,
         capture_output=True,
@@ -374,13 +374,25 @@ def with_stubs(stubs, **settings) -> dict:
     }
 
 
-def made_stack(standin, home, tmp_path, stubs, region: str = "KVM@TACC", **extra) -> tuple:
+def training_cli(home, state, *args: str, python: str = sys.executable, **settings: str):
+    """`python -m training ...` (what `make train` runs) on this machine, as the user."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
+    env.update(PYTHONPATH=str(REPO), STACK_DIR=str(state), CLOUD="chameleon")
+    env.update(settings)
+    return subprocess.run([python, "-m", "training", *args], cwd=home, env=env,
+                          capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+
+
+def made_stack(
+    standin, home, tmp_path, stubs, region: str = "KVM@TACC", python: str = sys.executable,
+    **extra,
+) -> tuple:
     """A stack `make up` made against the stand-in: its state folder and the settings used."""
     path = clouds_yaml(tmp_path / "clouds.yaml", standin.url, region=region)
     if region != "KVM@TACC":
         extra.setdefault("SITE", region)
     state = tmp_path / "state"
     settings = with_stubs(stubs, OS_CLIENT_CONFIG_FILE=str(path), **extra)
-    up = stack_cli(home, state, "up", **settings)
+    up = stack_cli(home, state, "up", python=python, **settings)
     assert up.returncode == 0, up.stdout + up.stderr
     return state, settings

@@ -5,10 +5,8 @@ against the Chameleon API stand-in, with stand-in terraform, ssh and ansible-pla
 from __future__ import annotations
 
 import json
-import os
 import stat
 import subprocess
-import sys
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -17,12 +15,12 @@ import yaml
 
 from core.state import StackRecord
 from tests.chameleon.conftest import (
-    REPO,
     SECRET,
     clouds_yaml,
     made_stack,
     one_error_line,
     stack_cli,
+    training_cli,
     with_stubs,
 )
 from tests.chameleon.standin import now
@@ -308,15 +306,6 @@ def test_tunnel_forwards_the_services_through_the_pinned_gateway(standin, home, 
     for port in (5000, 8265, 8333):
         assert f"-L 127.0.0.1:{port}:10.52.0.10:{port}" in call
     assert "StrictHostKeyChecking=yes" in call and call.endswith(f"cc@{fip}")
-
-
-def training_cli(home, state, *args: str, **settings: str):
-    """`python -m training ...` (what `make train` runs) on this machine, as the user."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
-    env.update(PYTHONPATH=str(REPO), STACK_DIR=str(state), CLOUD="chameleon")
-    env.update(settings)
-    return subprocess.run([sys.executable, "-m", "training", *args], cwd=home, env=env,
-                          capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
 
 
 def test_train_reaches_the_stack_through_the_tunnel_and_learns_the_lease(

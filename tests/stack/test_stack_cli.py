@@ -363,6 +363,17 @@ def test_bad_settings_fail_here_before_any_job_is_submitted(stack_dir):
     assert "submitted job" not in proc.stdout
 
 
+def test_what_only_the_job_can_check_fails_there_in_one_line(stack_dir):
+    """A model the nodes cannot find is known only where the model loads: the job's own
+    one-line error comes back here, and `make train` fails."""
+    proc = make(stack_dir, "train", "TASK=classify", "MODEL=no-such/model")
+    assert proc.returncode == 2, tail(proc)
+    assert "submitted job train-classify-" in proc.stdout, tail(proc)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "no-such/model" in errors[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
 def test_down_stops_everything_and_frees_the_ports(stack_dir):
     proc = make(stack_dir, "down")
     assert proc.returncode == 0, tail(proc)
