@@ -17,6 +17,7 @@ export TRAIN_VENV
 # of the training stack, and the roles install the services' own venvs on the hosts).
 ANSIBLE_VENV  ?= .venv-ansible
 ANSIBLE_READY := $(ANSIBLE_VENV)/.ready
+ANSIBLE_TEST_READY := $(ANSIBLE_VENV)/.test-ready
 
 .DEFAULT_GOAL := help
 .PHONY: help venv train-venv ansible-venv up status down backup restore extend tunnel logs cancel train bench study tune settings ui test test-stack lint
@@ -34,10 +35,14 @@ venv: $(READY) ## create the controller's Python environment (automatic for the 
 
 train-venv: $(TRAIN_READY) ## create the training and test environment (automatic for embedded runs and make test)
 
-$(ANSIBLE_READY): ansible/requirements.txt
-	python3 -m venv $(ANSIBLE_VENV) && $(ANSIBLE_VENV)/bin/pip install -q pip==$(PIP_VERSION) && $(ANSIBLE_VENV)/bin/pip install -q -r ansible/requirements.txt && touch $@
+$(ANSIBLE_READY): ansible/requirements.txt ansible/collections.txt
+	python3 -m venv $(ANSIBLE_VENV) && $(ANSIBLE_VENV)/bin/pip install -q pip==$(PIP_VERSION) && $(ANSIBLE_VENV)/bin/pip install -q -r ansible/requirements.txt && $(ANSIBLE_VENV)/bin/python tools/ansible_collections.py ansible/collections.txt && touch $@
 
-ansible-venv: $(ANSIBLE_READY) ## create the Ansible tooling environment (automatic too)
+# molecule and ansible-lint, for the tests and lint only.
+$(ANSIBLE_TEST_READY): $(ANSIBLE_READY) ansible/requirements-test.txt
+	$(ANSIBLE_VENV)/bin/pip install -q -r ansible/requirements-test.txt && touch $@
+
+ansible-venv: $(ANSIBLE_READY) ## create the Ansible environment (automatic too; make test adds molecule and ansible-lint)
 
 up: $(READY) $(ANSIBLE_READY) ## configure the stack (CLOUD=local|sim|chameleon): PostgreSQL, SeaweedFS, MLflow, Ray; re-run to repair
 	$(PY) -m stack up
@@ -84,13 +89,13 @@ settings: $(READY) ## list every training setting, its make variable and default
 ui: $(READY) ## MLflow UI for runs tracked without a stack (http://127.0.0.1:5000)
 	$(PY) -m training ui
 
-test: $(TRAIN_READY) $(ANSIBLE_READY) ## run the test suite (the stack tests need root: they configure this machine)
+test: $(TRAIN_READY) $(ANSIBLE_TEST_READY) ## run the test suite (the stack tests need root: they configure this machine)
 	$(TRAIN_PY) -m pytest $(PYTEST_ARGS)
 
-test-stack: $(TRAIN_READY) $(ANSIBLE_READY) ## only the stack tests: molecule per role, site.yml, backup/restore, up -> train -> down end to end
+test-stack: $(TRAIN_READY) $(ANSIBLE_TEST_READY) ## only the stack tests: molecule per role, site.yml, backup/restore, up -> train -> down end to end
 	$(TRAIN_PY) -m pytest tests/stack $(PYTEST_ARGS)
 
-lint: $(TRAIN_READY) $(ANSIBLE_READY) ## ruff, ansible-lint (production profile), terraform fmt and checkov over infra/
+lint: $(TRAIN_READY) $(ANSIBLE_TEST_READY) ## ruff, ansible-lint (production profile), terraform fmt and checkov over infra/
 	$(TRAIN_VENV)/bin/ruff check core training stack tests mlflow-stack tools
 	cd ansible && ../$(ANSIBLE_VENV)/bin/ansible-lint
 	terraform fmt -check -recursive infra

@@ -1,8 +1,8 @@
 """The fixed cost of a smoke `make train`: its wall time minus its training steps, side by side.
 
-    .venv-train/bin/python tools/fixed_cost.py                      # this checkout, 3 rounds
-    .venv-train/bin/python tools/fixed_cost.py --floor /tmp/old .   # an older checkout, this one, and
-                                                              # Ray Train alone (see below)
+    .venv-train/bin/python tools/fixed_cost.py                     # this checkout, 3 rounds
+    .venv-train/bin/python tools/fixed_cost.py --floor /tmp/old .  # an older checkout, this
+                                                           # one, and Ray Train alone (below)
 
 Each round runs `python -m training train TASK=classify` in every checkout given, one after the
 other, each in a fresh state folder (so MLflow's store is made anew, as on a first run). The

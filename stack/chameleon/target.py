@@ -189,7 +189,8 @@ class ChameleonTarget(Target):
             f"stack [bold]{self.stack.name}[/] is up at {self.chosen.site.name}; lease ends "
             f"{lease.end:%Y-%m-%d %H:%M} UTC ({lease.hours_left():.1f} h left)\n"
             "`make tunnel` opens MLflow, Ray's dashboard and the object store on this "
-            "machine (for the UIs; `make train` reaches them by itself); `make status` shows the lease"
+            "machine (for the UIs; `make train` reaches them by itself); `make status` shows "
+            "the lease"
         ]
 
     # --- status, extend --------------------------------------------------------------------

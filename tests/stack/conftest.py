@@ -65,8 +65,7 @@ def stop_test_services():
         pytest.skip(f"no weed binary at {WEED}: bash tools/seaweedfs/build.sh builds it")
     if not (ANSIBLE_VENV / "bin" / "ansible-playbook").exists():
         pytest.skip(
-            f"no Ansible venv at {ANSIBLE_VENV}: python3 -m venv .venv-ansible && "
-            ".venv-ansible/bin/pip install -r ansible/requirements.txt"
+            f"no Ansible venv at {ANSIBLE_VENV}: `make ansible-venv` builds it"
         )
     before = supervisor_status()
     tables_before = nft_tables()
