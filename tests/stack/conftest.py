@@ -21,6 +21,7 @@ from stackenv import (
     STACK_PROGRAMS,
     STACK_TABLES,
     WEED,
+    make,
     nft_tables,
     run,
     supervisor_status,
@@ -89,27 +90,23 @@ def stop_test_services():
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory, stop_test_services) -> Iterator[dict]:
-    """The whole stack converged on this machine by site.yml with the local inventory; at the
-    end of the session its services stop and the host's firewall is left as found."""
-    state = tmp_path_factory.mktemp("stack-state")
-    cmd = [
-        str(ANSIBLE_VENV / "bin" / "ansible-playbook"),
-        "-i",
-        str(ANSIBLE_DIR / "inventories" / "local" / "hosts.yml"),
-        str(ANSIBLE_DIR / "site.yml"),
-        "-e",
-        f"stack_state_dir={state}",
-        "-e",
-        f"seaweedfs_download_url={WEED}",
-    ]
-    first = run(cmd)
+    """The one local stack of the session, made as a user makes it: `make up` into a state
+    folder of the session's own, and right away a second `make up` (molecule scenarios in
+    between would change the generated passwords on this host). The tests that read a stack
+    share it, and test_stack_cli.py goes on with it to `make down`. At the end of the session
+    its services stop and the host's firewall is left as found."""
+    stop_test_services()  # what the molecule scenarios left running holds the stack's ports
+    stack_dir = tmp_path_factory.mktemp("stack")
+    first = make(stack_dir, "up")
     assert first.returncode == 0, tail(first)
-    # The second run comes right away: molecule scenarios in between would change the
-    # generated passwords on this host (they use state directories of their own).
-    second = run(cmd)
+    second = make(stack_dir, "up")
+    state = stack_dir / "local"
     endpoints = json.loads((state / "endpoints.json").read_text())
-    yield {"state": state, "first": first, "second": second, "endpoints": endpoints}
+    yield {"dir": stack_dir, "state": state, "first": first, "second": second,
+           "endpoints": endpoints}  # fmt: skip
     # The services stopped, the host's firewall as the session found it (down.yml's last play).
     stop_test_services()
-    proc = run([cmd[0], cmd[1], cmd[2], str(Path(__file__).with_name("firewall_down.yml"))])
+    inventory = str(ANSIBLE_DIR / "inventories" / "local" / "hosts.yml")
+    playbook = str(ANSIBLE_VENV / "bin" / "ansible-playbook")
+    proc = run([playbook, "-i", inventory, str(Path(__file__).with_name("firewall_down.yml"))])
     assert proc.returncode == 0, tail(proc)

@@ -68,3 +68,30 @@ def nft_tables() -> set[str]:
         return set()
     out = subprocess.run(["nft", "list", "tables", "inet"], capture_output=True, text=True).stdout
     return {line.split()[-1] for line in out.splitlines() if line.startswith("table inet ")}
+
+
+# The user's Hugging Face token as the stack tests set it for `make up`: onto the nodes, never
+# into a job's submitted environment.
+HF_TOKEN = "hf_stacktest0000000000000000000000"
+
+
+def make_env(stack_dir: Path) -> dict[str, str]:
+    from tests.conftest import SCRUBBED
+
+    env = {k: v for k, v in os.environ.items() if k not in SCRUBBED}
+    env.update(STACK_DIR=str(stack_dir), SEAWEEDFS_DOWNLOAD_URL=WEED, PYTHONUNBUFFERED="1")
+    env["HF_TOKEN"] = HF_TOKEN
+    return env
+
+
+def make(stack_dir: Path, *args: str, timeout: int = 1800) -> subprocess.CompletedProcess:
+    """`make <args>` from the repository as a user types it, with the stack in `stack_dir`."""
+    return subprocess.run(
+        ["make", "--no-print-directory", *args],
+        cwd=REPO,
+        env=make_env(stack_dir),
+        text=True,
+        capture_output=True,
+        stdin=subprocess.DEVNULL,
+        timeout=timeout,
+    )

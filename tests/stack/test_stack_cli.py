@@ -13,7 +13,7 @@ down PURGE=1 (verified backup first, the stack's data gone, a database of the us
 own cluster kept) -> a fresh make up -> make restore -> the runs, model and checkpoints are back
 under the new logins and the killed run continues with RESUME=1 -> make down PURGE=1.
 
-The tests run in file order and share one stack in a state folder of their own.
+The tests run in file order on the session's one stack (conftest.py), which they take down.
 """
 
 from __future__ import annotations
@@ -34,38 +34,17 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from stackenv import REPO, STACK_TABLES, WEED, nft_tables, tail
+from stackenv import HF_TOKEN, REPO, STACK_TABLES, make, make_env, nft_tables, tail
 
 from core.services import local_ports
-from tests.conftest import SCRUBBED
 
 PORTS = list(local_ports())  # every port the stack's services listen on
-HF_TOKEN = "hf_stacktest0000000000000000000000"
 
 
 @pytest.fixture(scope="module")
-def stack_dir(tmp_path_factory, stop_test_services) -> Path:
-    stop_test_services()  # the services earlier tests converged hold the stack's ports
-    return tmp_path_factory.mktemp("stack-cli")
-
-
-def make_env(stack_dir: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in SCRUBBED}
-    env.update(STACK_DIR=str(stack_dir), SEAWEEDFS_DOWNLOAD_URL=WEED, PYTHONUNBUFFERED="1")
-    env["HF_TOKEN"] = HF_TOKEN  # the user's token: onto the nodes at `make up`, never in a job
-    return env
-
-
-def make(stack_dir: Path, *args: str, timeout: int = 1800) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        ["make", "--no-print-directory", *args],
-        cwd=REPO,
-        env=make_env(stack_dir),
-        text=True,
-        capture_output=True,
-        stdin=subprocess.DEVNULL,
-        timeout=timeout,
-    )
+def stack_dir(stack) -> Path:
+    """The session's stack (conftest.py): these tests take it on to `make down`."""
+    return stack["dir"]
 
 
 def state(stack_dir: Path) -> Path:
@@ -139,8 +118,8 @@ def listening(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def test_up_configures_a_healthy_stack_and_says_how_to_log_in(stack_dir):
-    proc = make(stack_dir, "up")
+def test_up_configures_a_healthy_stack_and_says_how_to_log_in(stack_dir, stack):
+    proc = stack["first"]  # the session's `make up`
     assert proc.returncode == 0, tail(proc)
     out = proc.stdout
     assert "http://127.0.0.1:5000" in out and "http://127.0.0.1:8265" in out, out
@@ -157,8 +136,8 @@ def test_up_configures_a_healthy_stack_and_says_how_to_log_in(stack_dir):
             assert path.read_text().strip() not in text, f"{path.name} in {log.name}"
 
 
-def test_second_up_reports_no_changes(stack_dir):
-    proc = make(stack_dir, "up")
+def test_second_up_reports_no_changes(stack):
+    proc = stack["second"]
     assert proc.returncode == 0, tail(proc)
     assert "no changes" in proc.stdout, tail(proc)
 
