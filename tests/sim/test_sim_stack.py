@@ -158,9 +158,12 @@ def test_up_configures_the_hosts_and_ray_has_the_head_and_both_workers(stack):
 
 
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
-def test_classify_trains_on_both_worker_hosts(stack, tunnel, strategy):
+def test_classify_trains_on_both_worker_hosts(stack, strategy, request):
+    """The first run with no `make tunnel` open (the command opens its own SSH forwards and
+    ends them), the second with it open (the command uses it)."""
     state, recorded, _ = stack
     name = f"sim-{strategy}-{int(time.time())}"
+    user_tunnel = _answers(5000)
     proc = run_cli(
         state, "train", timeout=900, STACK_NAME=STACK, TASK="classify", WORKERS="2",
         STRATEGY=strategy, RUN_NAME=name,
@@ -168,6 +171,11 @@ def test_classify_trains_on_both_worker_hosts(stack, tunnel, strategy):
     print(proc.stdout[-3000:])
     assert proc.returncode == 0, tail(proc)
     assert "submitted job train-classify-" in proc.stdout, tail(proc)
+    if not user_tunnel:  # no SSH process of the command's is left
+        forwards = ["pgrep", "-af", "ssh -N -o ExitOnForwardFailure=yes"]
+        left = subprocess.run(forwards, capture_output=True, text=True).stdout
+        assert not left, left
+    request.getfixturevalue("tunnel")  # the checks below read MLflow through `make tunnel`
     run = run_named(state, name)
     # The run's link is the tunnel's, not the head's private address.
     assert "http://127.0.0.1:5000/#/experiments/" in proc.stdout, tail(proc)
