@@ -13,8 +13,9 @@ TRAIN_VENV  ?= .venv-train
 TRAIN_PY    := $(TRAIN_VENV)/bin/python
 TRAIN_READY := $(TRAIN_VENV)/.ready
 export TRAIN_VENV
-# Ansible, molecule and ansible-lint live in a venv of their own (their pins clash with nothing
-# of the training stack, and the roles install the services' own venvs on the hosts).
+# Ansible lives in an environment of its own (ansible-core and the collections the roles use;
+# molecule and ansible-lint join it for the tests), apart from the services' own venvs, which
+# the roles install on the hosts.
 ANSIBLE_VENV  ?= .venv-ansible
 ANSIBLE_READY := $(ANSIBLE_VENV)/.ready
 ANSIBLE_TEST_READY := $(ANSIBLE_VENV)/.test-ready

@@ -166,6 +166,10 @@ def _in_training_environment() -> None:
         return
     venv = Path(os.environ.get("TRAIN_VENV") or ".venv-train")
     venv = venv if venv.is_absolute() else REPO_ROOT / venv
+    if Path(sys.prefix).resolve() == venv.resolve():
+        raise UserError(
+            f"{venv} lacks torch; rebuild it with `rm {venv}/.ready && make train-venv`"
+        )
     if not (venv / ".ready").exists():
         print(
             f"no stack is up, so this runs here: building the training environment first "
