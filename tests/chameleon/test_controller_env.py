@@ -76,3 +76,15 @@ def test_it_leases_configures_and_submits_a_job(controller, standin, home, tmp_p
     bad = training_cli(home, state, "train", python=controller, TASK="classify",
                        LEARNING_RATE="fast", **settings)  # fmt: skip
     assert "LEARNING_RATE" in one_error_line(bad).upper()
+
+
+def test_a_run_here_goes_on_in_the_training_environment(controller, home, tmp_path):
+    """With no stack up, `make train` from the controller's environment runs again in the
+    training one (here, the suite's own environment, as TRAIN_VENV names it)."""
+    if not (Path(sys.prefix) / ".ready").exists():
+        pytest.skip("the suite's environment was not built by make (no .ready)")
+    plan = training_cli(home, tmp_path / "state", "train", python=controller, CLOUD="local",
+                        TASK="classify", DRY_RUN="1", TRAIN_VENV=sys.prefix)  # fmt: skip
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    assert "profile: smoke" in plan.stdout, plan.stdout
+    assert "building the training environment" not in plan.stdout  # it was there already
