@@ -25,7 +25,8 @@ from stack.lock import StackLock
 from stack.state import LOCK, Stack
 from stack.targets import NotReady, Target, target_for
 
-console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+# Sentences are never wrapped (a path must stay one piece to be copied); tables fit the width.
+console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 
 
 @contextlib.contextmanager

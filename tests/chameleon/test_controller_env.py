@@ -1,4 +1,4 @@
-"""The controller's environment alone (issue: a laptop leases in a minute): built as `make venv`
+"""The controller's environment alone (issue: a laptop leases in a minute): as `make venv`
 builds it (requirements.txt as constraints, the package with its `controller` extra), it holds
 no training stack, and from it `make up CLOUD=chameleon DRY_RUN=1`, `make up`, `make status`,
 `make train DRY_RUN=1` and a real job submission work against the Chameleon stand-in. Prints
@@ -33,14 +33,21 @@ def size_mib(folder: Path) -> float:
 
 @pytest.fixture(scope="module")
 def controller(tmp_path_factory) -> str:
-    folder = tmp_path_factory.mktemp("controller") / "venv"
-    started = time.monotonic()
-    subprocess.run([sys.executable, "-m", "venv", str(folder)], check=True)
-    pip = [str(folder / "bin" / "pip"), "install", "-q"]
-    subprocess.run([*pip, "-c", str(REPO / "requirements.txt"), f"{REPO}[controller]"],
-                   check=True, cwd=folder.parent)  # fmt: skip
-    print(f"controller environment: {size_mib(folder):.0f} MiB, built in "
-          f"{time.monotonic() - started:.0f} s")  # fmt: skip
+    """The repository's .venv where `make venv` built it from today's pins (CI does), else one
+    built here the same way."""
+    made = REPO / ".venv" / ".ready"
+    sources = [REPO / "requirements.txt", REPO / "pyproject.toml"]
+    if made.exists() and all(made.stat().st_mtime > f.stat().st_mtime for f in sources):
+        folder = REPO / ".venv"
+    else:
+        folder = tmp_path_factory.mktemp("controller") / "venv"
+        started = time.monotonic()
+        subprocess.run([sys.executable, "-m", "venv", str(folder)], check=True)
+        pip = [str(folder / "bin" / "pip"), "install", "-q"]
+        subprocess.run([*pip, "-c", str(REPO / "requirements.txt"), f"{REPO}[controller]"],
+                       check=True, cwd=folder.parent)  # fmt: skip
+        print(f"built in {time.monotonic() - started:.0f} s")
+    print(f"controller environment {folder}: {size_mib(folder):.0f} MiB")
     return str(folder / "bin" / "python")
 
 
