@@ -90,8 +90,11 @@ settings: $(READY) ## list every training setting, its make variable and default
 ui: $(READY) ## MLflow UI for runs tracked without a stack (http://127.0.0.1:5000)
 	$(PY) -m training ui
 
+# Two pytest workers: the tests that configure this machine take one, in order; every other
+# test module runs whole on whichever is free (tests/conftest.py). TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 2
 test: $(TRAIN_READY) $(ANSIBLE_TEST_READY) ## run the test suite (the stack tests need root: they configure this machine)
-	$(TRAIN_PY) -m pytest $(PYTEST_ARGS)
+	$(TRAIN_PY) -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 test-stack: $(TRAIN_READY) $(ANSIBLE_TEST_READY) ## only the stack tests: molecule per role, site.yml, backup/restore, up -> train -> down end to end
 	$(TRAIN_PY) -m pytest tests/stack $(PYTEST_ARGS)

@@ -72,6 +72,25 @@ def run_cli(
     )
 
 
+# What configures this machine: tests/stack (its services, users and host firewall) and
+# tests/sim (hosts that share its /usr and /opt, namespaces a snapshot compares against).
+THIS_MACHINE = ("tests/stack/", "tests/sim/")
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """`make test`'s workers (pytest-xdist): the tests that configure this machine run on one
+    worker in collection order; every other module is a unit of its own (its module fixtures
+    made once), taken by whichever worker is free. The biggest unit, this machine's, goes first."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ThisMachineInOneLane(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return "this machine" if module.startswith(THIS_MACHINE) else module
+
+    return ThisMachineInOneLane(config, log)
+
+
 @pytest.fixture
 def state_dir(tmp_path: Path) -> Path:
     return tmp_path / "state"

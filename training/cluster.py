@@ -35,6 +35,9 @@ def start(workers: int, tracking_uri: str) -> int:
     # Workers talk to the user through the progress queue and raised errors; their own logs
     # stay in Ray's session folder instead of interleaving with the progress bar.
     ray.init(
+        # A cluster of its own, even where `ray start` left one on this machine (a local
+        # stack's head): Ray would join that one otherwise.
+        address="local",
         num_cpus=max(os.cpu_count() or 1, workers),
         include_dashboard=False,
         log_to_driver=False,
