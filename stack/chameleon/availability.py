@@ -16,7 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from stack.chameleon.lease import LeaseRequest, Leases, parse_date
+from stack.chameleon.lease import Leases
+from stack.chameleon.reservations import LeaseRequest, parse_date
 
 
 @dataclass(frozen=True)

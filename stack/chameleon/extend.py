@@ -7,7 +7,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from core.errors import UserError
-from stack.chameleon.lease import Lease, Leases, message, parse_date
+from stack.chameleon.lease import Leases, message
+from stack.chameleon.reservations import Lease, parse_date
 
 # ChameleonCloud/blazar@5204b41a blazar/plugins/flavor/flavor_plugin.py `update_reservation`
 # (409 through blazar/manager/exceptions NotImplemented); Blazar's update_lease then leaves the

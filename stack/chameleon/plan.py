@@ -12,7 +12,7 @@ from rich.console import Console
 
 from stack.chameleon import availability, credentials, settings, sites
 from stack.chameleon import terraform as tf
-from stack.chameleon.lease import Lease, LeaseRequest
+from stack.chameleon.reservations import Lease, LeaseRequest
 from stack.state import Stack
 
 

@@ -14,7 +14,8 @@ from stack import access
 from stack.chameleon import availability, credentials, plan, settings, sites
 from stack.chameleon import terraform as tf
 from stack.chameleon.extend import FlavorExtendRefused, extend
-from stack.chameleon.lease import Lease, LeaseRequest, Leases
+from stack.chameleon.lease import Leases
+from stack.chameleon.reservations import Lease, LeaseRequest
 from stack.inventory import Host, Hosts
 from stack.targets import NotReady, Target
 
@@ -129,7 +130,7 @@ class ChameleonTarget(Target):
             # New lease, new instances, new host keys (and floating IPs are recycled).
             way_in.known_hosts.unlink(missing_ok=True)
             stack.update_lease(pinned_for=lease.id)
-        hosts = _hosts(outputs)
+        hosts = tf.hosts(outputs)
         workers = [h.address for h in hosts if "ray_workers" in h.groups]
         self.console.print(f"waiting for SSH on {way_in.gateway} and {len(workers)} GPU host(s)")
         access.wait_for_ssh(way_in, workers, chosen.ssh_timeout)
@@ -331,25 +332,6 @@ class ChameleonTarget(Target):
             lease, leases.site, self.stack.record.hardware, now, deleted=True
         ):
             self.console.print(line)
-
-
-def _hosts(outputs: dict) -> list[Host]:
-    """The hosts Terraform made (its `hosts` output), for the inventory."""
-    hosts = outputs.get("hosts") or {}
-    services = [name for name, h in hosts.items() if h.get("role") == "services"]
-    if len(services) != 1:
-        raise UserError(
-            f"terraform output `hosts` names {len(services)} services host(s), not one; "
-            "see infra/outputs.tf"
-        )
-    (gateway,) = services
-    made = [Host(gateway, hosts[gateway]["private_address"], ("services", "ray_head"))]
-    made += [
-        Host(name, h["private_address"], ("ray_workers",))
-        for name, h in sorted(hosts.items())
-        if name != gateway
-    ]
-    return made
 
 
 TARGET = ChameleonTarget

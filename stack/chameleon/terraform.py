@@ -16,6 +16,7 @@ from rich.console import Console
 
 from core.errors import UserError
 from core.paths import REPO_ROOT
+from stack.inventory import Host
 
 INFRA = REPO_ROOT / "infra"
 console = Console(stderr=True, highlight=False)
@@ -171,3 +172,22 @@ def infra_variables(
 def volume_variables(stack_name: str, account: str) -> dict:
     """infra/volume/'s variables (it names the volume <stack_name>-data)."""
     return {"stack_name": stack_name, "cloud": account}
+
+
+def hosts(outputs: dict) -> list[Host]:
+    """The hosts Terraform made (its `hosts` output), for the inventory."""
+    hosts = outputs.get("hosts") or {}
+    services = [name for name, h in hosts.items() if h.get("role") == "services"]
+    if len(services) != 1:
+        raise UserError(
+            f"terraform output `hosts` names {len(services)} services host(s), not one; "
+            "see infra/outputs.tf"
+        )
+    (gateway,) = services
+    made = [Host(gateway, hosts[gateway]["private_address"], ("services", "ray_head"))]
+    made += [
+        Host(name, h["private_address"], ("ray_workers",))
+        for name, h in sorted(hosts.items())
+        if name != gateway
+    ]
+    return made

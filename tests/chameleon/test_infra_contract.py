@@ -15,7 +15,7 @@ import pytest
 from stack import access
 from stack.chameleon import settings
 from stack.chameleon import terraform as tf
-from stack.chameleon.lease import Lease
+from stack.chameleon.reservations import Lease
 from stack.state import Stack
 from tests.chameleon.conftest import REPO
 

@@ -12,7 +12,8 @@ import pytest
 from core.errors import UserError
 from stack.chameleon import credentials, sites
 from stack.chameleon.extend import FlavorExtendRefused, extend
-from stack.chameleon.lease import LeaseRequest, Leases, parse_date
+from stack.chameleon.lease import Leases
+from stack.chameleon.reservations import LeaseRequest, parse_date
 from tests.chameleon.conftest import clouds_yaml
 from tests.chameleon.standin import FLAVORS, OTHER_USER_ID, PUBLIC_NET
 
