@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from tests.chameleon.standin import Chameleon
+from tests.conftest import SCRUBBED
 
 REPO = Path(__file__).resolve().parents[2]
 CREDENTIAL_ID = "0d1c5b7e9a2f4c6e8b0a1d3f5e7c9b2a"
@@ -323,12 +324,22 @@ def stubs(tmp_path) -> dict[str, Path]:
     }
 
 
+def clean_env() -> dict[str, str]:
+    """This process's environment less the developer's OS_* and knobs, and less what earlier
+    tests in this process exported (mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI)."""
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("OS_") and k not in KNOBS and k not in SCRUBBED
+    }
+
+
 def stack_cli(
     cwd: Path, state_dir: Path, *args: str, python: str = sys.executable, **settings: str
 ) -> subprocess.CompletedProcess:
     """`python -m stack ...` (what the make targets run) from `cwd`, with a clean environment
     (none of the developer's OS_* or knobs) plus `settings`."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OS_") and k not in KNOBS}
+    env = clean_env()
     env.update(
         PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1", STACK_DIR=str(state_dir), CLOUD="chameleon",
         HOME=str(cwd),  # no ~/.config/openstack/clouds.yaml of the developer's
@@ -376,7 +387,7 @@ def with_stubs(stubs, **settings) -> dict:
 
 def training_cli(home, state, *args: str, python: str = sys.executable, **settings: str):
     """`python -m training ...` (what `make train` runs) on this machine, as the user."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
+    env = clean_env()
     env.update(PYTHONPATH=str(REPO), STACK_DIR=str(state), CLOUD="chameleon")
     env.update(settings)
     return subprocess.run([python, "-m", "training", *args], cwd=home, env=env,
