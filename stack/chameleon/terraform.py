@@ -176,18 +176,18 @@ def volume_variables(stack_name: str, account: str) -> dict:
 
 def hosts(outputs: dict) -> list[Host]:
     """The hosts Terraform made (its `hosts` output), for the inventory."""
-    hosts = outputs.get("hosts") or {}
-    services = [name for name, h in hosts.items() if h.get("role") == "services"]
+    made_here = outputs.get("hosts") or {}
+    services = [name for name, h in made_here.items() if h.get("role") == "services"]
     if len(services) != 1:
         raise UserError(
             f"terraform output `hosts` names {len(services)} services host(s), not one; "
             "see infra/outputs.tf"
         )
     (gateway,) = services
-    made = [Host(gateway, hosts[gateway]["private_address"], ("services", "ray_head"))]
+    made = [Host(gateway, made_here[gateway]["private_address"], ("services", "ray_head"))]
     made += [
         Host(name, h["private_address"], ("ray_workers",))
-        for name, h in sorted(hosts.items())
+        for name, h in sorted(made_here.items())
         if name != gateway
     ]
     return made
