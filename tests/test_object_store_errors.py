@@ -7,7 +7,9 @@ The real site.yml runs (its first play checks the object store from the controll
 real SeaweedFS (`weed`, built by tools/seaweedfs/build.sh) whose `limited` identity may use the
 stack's buckets but not create them. Everything runs in a network namespace of its own
 (`unshare -n`), so no port of this machine is involved, and the play stops before the `common`
-role touches the host."""
+role touches the host. Its /tmp is the machine's: SeaweedFS names its gRPC Unix sockets there
+by port, so this one listens on ports of its own, never the stack's (a local stack's sockets
+would be replaced, and its S3 API would reach this filer)."""
 
 from __future__ import annotations
 
@@ -44,6 +46,7 @@ weed, data, config, cases = sys.argv[1], Path(sys.argv[2]), sys.argv[3], json.lo
 subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
 server = subprocess.Popen(
     [weed, "server", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-volume.max=0",
+     "-master.port=9633", "-volume.port=8380", "-filer.port=9188",
      "-master.volumeSizeLimitMB=64", "-filer", "-s3", f"-s3.config={config}", "-s3.port=9100",
      "-s3.autoCreateBucket=false", "-s3.iam=false", "-s3.port.iceberg=0", "-s3.port.lance=0"],
     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
