@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+ANSIBLE_VENV = Path(os.environ.get("ANSIBLE_VENV") or REPO / ".venv-ansible")
 
 # Variables a developer's shell may hold that would change what the CLI does.
 SCRUBBED = (

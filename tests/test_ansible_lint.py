@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import os
 import subprocess
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-ANSIBLE_VENV = Path(os.environ.get("ANSIBLE_VENV", REPO / ".venv-ansible"))
+from tests.conftest import ANSIBLE_VENV, REPO
+
 LINT = ANSIBLE_VENV / "bin" / "ansible-lint"
 
 

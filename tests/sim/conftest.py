@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, run_cli
+from tests.conftest import ANSIBLE_VENV, run_cli
 
-ANSIBLE_VENV = Path(os.environ.get("ANSIBLE_VENV") or REPO / ".venv-ansible")
 TOOLS = {"ip": "iproute2", "sshd": "openssh-server", "nft": "nftables", "nsenter": "util-linux"}
 
 
