@@ -78,13 +78,6 @@ def run_cli(
 THIS_MACHINE = ("tests/stack/", "tests/sim/")
 
 
-def pytest_collection_modifyitems(items):
-    """In this machine's lane, tests/stack before tests/sim: the local stack's tests often wait
-    (on services, on jobs) and leave a core idle that the other worker's tests then use; the
-    sim's keep both cores busy, and running last they have both to themselves."""
-    items.sort(key=lambda item: item.nodeid.startswith("tests/sim/"))
-
-
 def pytest_xdist_make_scheduler(config, log):
     """`make test`'s workers (pytest-xdist): the tests that configure this machine run on one
     worker in collection order; every other module is a unit of its own (its module fixtures
